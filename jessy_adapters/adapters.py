@@ -1,0 +1,121 @@
+"""LoRA adapters between MLX and PEFT layouts, with numpy only (no torch, no mlx).
+
+MLX computes y = Wx + scale * (x @ lora_a) @ lora_b with lora_a (in, r), lora_b (r, out).
+PEFT computes y = Wx + (alpha / r) * B(A(x)) with A.weight (r, in), B.weight (out, r).
+So A = lora_a.T, B = lora_b.T and alpha = scale * r.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+
+_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
+           "I32": np.int32}
+
+_MLX_KEY = re.compile(r"^(?P<prefix>.*?)layers\.(?P<layer>\d+)\.(?P<module>.+)\.lora_(?P<ab>[ab])$")
+_PEFT_KEY = re.compile(
+    r"^base_model\.model\.(?P<prefix>.*?)layers\.(?P<layer>\d+)\.(?P<module>.+)\.lora_(?P<ab>[AB])"
+    r"\.weight$")
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """safetensors -> float32/native numpy, bf16 included (numpy has no bf16 dtype)."""
+    raw = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    body = memoryview(raw)[8 + n:]
+    out = {}
+    for key, meta in header.items():
+        if key == "__metadata__":
+            continue
+        start, end = meta["data_offsets"]
+        chunk = body[start:end]
+        if meta["dtype"] == "BF16":
+            bits = np.frombuffer(chunk, dtype=np.uint16).astype(np.uint32) << 16
+            arr = bits.view(np.float32)
+        else:
+            arr = np.frombuffer(chunk, dtype=_DTYPES[meta["dtype"]]).copy()
+        out[key] = arr.reshape(meta["shape"])
+    return out
+
+
+def write_safetensors(tensors: dict[str, np.ndarray], path: Path,
+                      metadata: dict[str, str] | None = None) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path),
+              metadata=metadata or {"format": "pt"})
+
+
+def mlx_to_peft(mlx_weights: dict[str, np.ndarray], rank: int, scale: float, dropout: float,
+                base_model: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Convert MLX LoRA weights to PEFT tensors + adapter_config.json contents."""
+    tensors, modules, layers = {}, set(), set()
+    for key, value in mlx_weights.items():
+        m = _MLX_KEY.match(key)
+        if not m:
+            raise ValueError(f"unexpected tensor in MLX adapter: {key}")
+        prefix = m["prefix"] or "model."
+        name = f"base_model.model.{prefix}layers.{m['layer']}.{m['module']}"
+        if m["ab"] == "a":
+            tensors[f"{name}.lora_A.weight"] = value.T.astype(np.float32)
+        else:
+            tensors[f"{name}.lora_B.weight"] = value.T.astype(np.float32)
+        modules.add(m["module"].split(".")[-1])
+        layers.add(int(m["layer"]))
+    for key, value in tensors.items():
+        r_axis = 0 if ".lora_A." in key else 1
+        if value.shape[r_axis] != rank:
+            raise ValueError(f"{key}: rank {value.shape[r_axis]} does not match r={rank}")
+    config = peft_config(rank, scale * rank, dropout, sorted(modules), sorted(layers), base_model)
+    return tensors, config
+
+
+def peft_config(rank: int, alpha: float, dropout: float, target_modules: list[str],
+                layers: list[int] | None, base_model: str) -> dict:
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": dropout,
+        "target_modules": target_modules,
+        "layers_to_transform": layers,
+        "layers_pattern": "layers" if layers is not None else None,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "use_rslora": False,
+        "use_dora": False,
+    }
+
+
+def peft_to_mlx(tensors: dict[str, np.ndarray], config: dict) -> tuple[dict[str, np.ndarray],
+                                                                        dict]:
+    """The reverse, so a PEFT adapter from one backend can seed an MLX run."""
+    if config.get("use_rslora") or config.get("use_dora"):
+        raise ValueError("rsLoRA/DoRA adapters have no MLX LoRA equivalent")
+    r = int(config["r"])
+    scale = float(config["lora_alpha"]) / r
+    out = {}
+    for key, value in tensors.items():
+        m = _PEFT_KEY.match(key)
+        if not m:
+            raise ValueError(f"unexpected tensor in PEFT adapter: {key}")
+        ab = "a" if m["ab"] == "A" else "b"
+        out[f"{m['prefix']}layers.{m['layer']}.{m['module']}.lora_{ab}"] = value.T
+    return out, {"rank": r, "scale": scale, "dropout": float(config.get("lora_dropout", 0.0))}
+
+
+def save_peft_adapter(tensors: dict[str, np.ndarray], config: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_safetensors(tensors, out_dir / "adapter_model.safetensors")
+    (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")

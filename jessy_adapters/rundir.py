@@ -1,0 +1,93 @@
+"""The normalised run directory every backend's output ends up in.
+
+runs/<run-id>/ run.json, spec.yaml, data/, attempts/NN-<backend>/, metrics.jsonl, adapter/,
+plots/. A run id is claimed with an exclusive mkdir, so no run ever overwrites another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .jsonio import write_json_atomic, write_text_atomic
+from .spec import Spec
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class RunDir:
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def create(cls, parent: Path, spec: Spec, plan: list[str]) -> RunDir:
+        parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for _ in range(100):
+            run_id = f"{stamp}-{spec.name}-{secrets.token_hex(2)}"
+            path = parent / run_id
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:  # pragma: no cover - 100 collisions of 16 random bits in one second
+            raise RuntimeError(f"could not claim a run directory in {parent}")
+        manifest = {
+            "schema_version": 1,
+            "run_id": run_id,
+            "status": "running",
+            "created": _now(),
+            "finished": None,
+            "jessy_version": __version__,
+            "spec_file": str(spec.source) if spec.source else None,
+            "spec_sha256": spec.digest(),
+            "plan": plan,
+            "attempts": [],
+            "winner": None,
+            "data": None,
+            "adapter": None,
+            "summary": None,
+            "failure": None,
+        }
+        run = cls(path, manifest)
+        write_text_atomic(path / "spec.yaml", spec.to_yaml())
+        run.save()
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        return cls(path, json.loads((path / "run.json").read_text()))
+
+    def save(self) -> None:
+        write_json_atomic(self.path / "run.json", self.manifest)
+
+    def attempt_dir(self, number: int, backend: str) -> Path:
+        d = self.path / "attempts" / f"{number:02d}-{backend}"
+        d.mkdir(parents=True, exist_ok=False)
+        return d
+
+    def append_metric(self, event: dict) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(event) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def metrics(self) -> list[dict]:
+        p = self.path / "metrics.jsonl"
+        if not p.exists():
+            return []
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+    def finish(self, status: str) -> None:
+        self.manifest["status"] = status
+        self.manifest["finished"] = _now()
+        self.save()

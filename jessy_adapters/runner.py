@@ -1,0 +1,327 @@
+"""Attempts, subprocess supervision, failure classification and fallback.
+
+Policy lives here, never in a plugin: which backend runs next, when to stop, where
+outputs go. Everything an attempt produced (native files, logs, checkpoints) stays in
+attempts/NN-<backend>/ whatever happens after it.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import failures
+from .backend import Backend, RunInputs, TranslationRefused
+from .data import DataError, prepare
+from .envs import BackendEnv
+from .failures import Failure
+from .models import ModelError, resolve_model
+from .plugins import Registry, RegistryError
+from .rundir import RunDir, _now
+from .spec import Spec
+
+GRACE_SECONDS = float(os.environ.get("JESSY_GRACE_SECONDS", "20"))
+_SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.I)
+NAN_PATIENCE = 1
+DIVERGENCE_FACTOR = 50.0
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    failure: Failure | None = None
+    exit_code: int | None = None
+    events: int = 0
+
+
+@dataclass
+class Runner:
+    registry: Registry
+    console: Callable[[str], None] = print
+    timeout: float | None = None
+    _child: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _stop_reason: str | None = field(default=None, init=False, repr=False)
+
+    # --- the whole run -------------------------------------------------------------------
+    def run(self, spec: Spec, chain: list[str], output_dir: Path,
+            require_accelerator: bool = False) -> RunDir:
+        run = RunDir.create(output_dir, spec, chain)
+        self.console(f"run directory: {run.path}")
+        try:
+            inputs = self._inputs(spec, run, require_accelerator)
+        except (DataError, ModelError) as exc:
+            kind = failures.DATA_ERROR if isinstance(exc, DataError) else failures.CONFIG_REJECTED
+            run.manifest["failure"] = {"kind": kind, "reason": str(exc)}
+            run.finish("failed")
+            self.console(f"error: {exc}")
+            return run
+        for number, name in enumerate(chain, 1):
+            failure = self._attempt(spec, inputs, run, number, name)
+            if failure is None:
+                run.manifest["winner"] = name
+                run.manifest["failure"] = None
+                run.finish("succeeded")
+                return run
+            run.manifest["failure"] = {"kind": failure.kind, "reason": failure.reason,
+                                       "backend": name}
+            run.save()
+            if failure.kind not in failures.FALLBACK_HELPS:
+                break
+            if number < len(chain):
+                self.console(f"{name}: {failure.kind}: {failure.reason}")
+                self.console(f"falling back to {chain[number]}")
+        status = "interrupted" if run.manifest["failure"]["kind"] == failures.INTERRUPTED \
+            else "failed"
+        run.finish(status)
+        return run
+
+    def _inputs(self, spec: Spec, run: RunDir, require_accelerator: bool) -> RunInputs:
+        model = resolve_model(spec["model"]["name_or_path"], spec.base_dir)
+        data = prepare(spec, run.path / "data")
+        run.manifest["data"] = {"train": str(data.train), "validation": str(data.validation)
+                                if data.validation else None, "format": data.format,
+                                "n_train": data.n_train, "n_validation": data.n_validation}
+        run.manifest["model_path"] = model
+        run.save()
+        return RunInputs(model_path=model, data=data, require_accelerator=require_accelerator)
+
+    # --- one backend ---------------------------------------------------------------------
+    def _attempt(self, spec: Spec, inputs: RunInputs, run: RunDir, number: int,
+                 name: str) -> Failure | None:
+        record: dict = {"number": number, "backend": name, "status": "running",
+                        "started": _now(), "finished": None, "seconds": None,
+                        "failure": None, "exit_code": None, "dir": None, "command": None}
+        run.manifest["attempts"].append(record)
+        run.save()
+        start = time.monotonic()
+
+        def end(status: str, failure: Failure | None) -> Failure | None:
+            record.update(status=status, finished=_now(),
+                          seconds=round(time.monotonic() - start, 2))
+            if failure:
+                record["failure"] = {"kind": failure.kind, "reason": failure.reason}
+            run.save()
+            return failure
+
+        try:
+            backend = self.registry.get(name)
+        except RegistryError as exc:
+            return end("skipped", Failure(failures.UNAVAILABLE, str(exc)))
+        env = BackendEnv(name)
+        availability = backend.check(env, inputs.require_accelerator)
+        record["device"] = availability.device
+        record["availability"] = availability.reason
+        if not availability.ok:
+            return end("skipped", Failure(failures.UNAVAILABLE, availability.reason))
+        attempt_dir = run.attempt_dir(number, name)
+        record["dir"] = str(attempt_dir.relative_to(run.path))
+        try:
+            translation = backend.translate(spec, inputs, attempt_dir, env)
+        except TranslationRefused as exc:
+            (attempt_dir / "refused.txt").write_text(str(exc) + "\n")
+            return end("failed", Failure(failures.CONFIG_REJECTED, str(exc)))
+        for rel, content in translation.files.items():
+            target = attempt_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        command_text = shlex.join(translation.command)
+        (attempt_dir / "command.txt").write_text(command_text + "\n")
+        record.update(command=command_text, notes=translation.notes,
+                      total_steps=translation.total_steps,
+                      env={k: v for k, v in translation.env.items() if not _SECRET.search(k)},
+                      versions=env.info().get("packages", []))
+        run.save()
+        self.console(f"[{name}] {command_text}")
+        env_vars = {**os.environ, **backend.launch_environment(env), **translation.env}
+        outcome = self._supervise(backend, translation.command, env_vars, attempt_dir, run,
+                                  number, translation.total_steps)
+        record["exit_code"] = outcome.exit_code
+        if not outcome.ok:
+            return end("failed", outcome.failure)
+        try:
+            info = backend.normalise(attempt_dir, spec, inputs, run.path / "adapter")
+        except Exception as exc:  # normalisation bugs must not lose the raw outputs
+            return end("failed", Failure(failures.CRASHED,
+                                         f"normalising outputs failed: {type(exc).__name__}: "
+                                         f"{exc}"))
+        run.manifest["adapter"] = {"path": "adapter", "backend": name, **info}
+        run.manifest["summary"] = summarise(run.metrics(), name, time.monotonic() - start)
+        _plot(run)
+        return end("succeeded", None)
+
+    def _supervise(self, backend: Backend, command: list[str], env: dict, attempt_dir: Path,
+                   run: RunDir, number: int, total_steps: int | None) -> Outcome:
+        stdout_log = open(attempt_dir / "stdout.log", "w", encoding="utf-8")
+        stderr_log = open(attempt_dir / "stderr.log", "w", encoding="utf-8")
+        tail: collections.deque[str] = collections.deque(maxlen=400)
+        self._stop_reason = None
+        try:
+            proc = subprocess.Popen(command, cwd=attempt_dir, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, bufsize=1,
+                                    start_new_session=True, errors="replace")
+        except OSError as exc:
+            stdout_log.close()
+            stderr_log.close()
+            return Outcome(False, Failure(failures.UNAVAILABLE, f"cannot start backend: {exc}"))
+        self._child = proc
+
+        def drain_stderr() -> None:
+            for line in proc.stderr:
+                stderr_log.write(line)
+                stderr_log.flush()
+                tail.append(line)
+
+        reader = threading.Thread(target=drain_stderr, daemon=True)
+        reader.start()
+        timer = None
+        if self.timeout:
+            timer = threading.Timer(self.timeout, self._stop, args=(failures.TIMEOUT,))
+            timer.daemon = True
+            timer.start()
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            for sig in previous:
+                signal.signal(sig, lambda s, f: self._stop(failures.INTERRUPTED))
+        events, first_loss = 0, None
+        try:
+            for line in proc.stdout:
+                stdout_log.write(line)
+                stdout_log.flush()
+                tail.append(line)
+                event = backend.parse_event(line.rstrip("\n"))
+                if event is None:
+                    continue
+                if event.get("type") == "runtime":
+                    self._runtime(run, number, event)
+                    continue
+                event.update(backend=backend.name, attempt=number, time=time.time())
+                bad = _non_finite(event)
+                run.append_metric(event)
+                events += 1
+                self.console(progress_line(event, total_steps))
+                loss = event.get("loss")
+                if bad:
+                    self._stop(failures.NAN_LOSS, f"{bad} at step {event.get('step')}")
+                elif loss is not None:
+                    first_loss = loss if first_loss is None else first_loss
+                    if loss > DIVERGENCE_FACTOR * max(first_loss, 1.0):
+                        self._stop(failures.NAN_LOSS, f"loss diverged to {loss:.4g} (first "
+                                                      f"{first_loss:.4g}) at step "
+                                                      f"{event.get('step')}")
+            proc.wait()
+        finally:
+            if timer:
+                timer.cancel()
+            if in_main:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            reader.join(timeout=5)
+            stdout_log.close()
+            stderr_log.close()
+            self._child = None
+        code = proc.returncode
+        if self._stop_reason:
+            kind, _, detail = self._stop_reason.partition("|")
+            reason = detail or {failures.INTERRUPTED: "stopped by the user (SIGINT/SIGTERM)",
+                                failures.TIMEOUT: f"no result within {self.timeout} s"}[kind]
+            return Outcome(False, Failure(kind, reason), code, events)
+        if code == 0:
+            return Outcome(True, None, code, events)
+        return Outcome(False, backend.classify(code, "".join(tail)), code, events)
+
+    def _runtime(self, run: RunDir, number: int, event: dict) -> None:
+        """Facts the backend reports about itself (versions, device, BLAS) go to run.json."""
+        event.pop("type", None)
+        run.manifest["attempts"][number - 1]["runtime"] = event
+        run.save()
+        self.console("[runtime] " + ", ".join(f"{k}={v}" for k, v in event.items()))
+
+    def _stop(self, kind: str, detail: str = "") -> None:
+        """Ask the backend to stop (SIGINT), then insist (SIGTERM, SIGKILL) after a grace."""
+        if self._stop_reason is None:
+            self._stop_reason = f"{kind}|{detail}"
+        proc = self._child
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+
+        def insist() -> None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    proc.wait(timeout=GRACE_SECONDS)
+                    return
+                except subprocess.TimeoutExpired:
+                    try:
+                        os.killpg(proc.pid, sig)
+                    except ProcessLookupError:
+                        return
+
+        threading.Thread(target=insist, daemon=True).start()
+
+
+def _non_finite(event: dict) -> str | None:
+    """Replace NaN/inf by null (metrics.jsonl stays strict JSON); say what was wrong."""
+    bad = None
+    for key in ("loss", "eval_loss"):
+        value = event.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            event[key] = None
+            event[f"{key}_non_finite"] = str(value)
+            bad = bad or f"{key} became {value}"
+    return bad
+
+
+def progress_line(event: dict, total_steps: int | None) -> str:
+    step = event.get("step")
+    of = f"/{total_steps}" if total_steps else ""
+    parts = [f"[{event.get('backend')}] step {step}{of}"]
+    if event.get("loss") is not None:
+        parts.append(f"loss {event['loss']:.4f}")
+    if event.get("eval_loss") is not None:
+        parts.append(f"eval_loss {event['eval_loss']:.4f}")
+    if event.get("learning_rate") is not None:
+        parts.append(f"lr {event['learning_rate']:.2e}")
+    if event.get("tokens_per_second") is not None:
+        parts.append(f"{event['tokens_per_second']:.0f} tok/s")
+    if event.get("peak_memory_gb") is not None:
+        parts.append(f"peak {event['peak_memory_gb']:.2f} GB")
+    return "  ".join(parts)
+
+
+def summarise(events: list[dict], backend: str, seconds: float) -> dict:
+    mine = [e for e in events if e.get("backend") == backend]
+    train = [e for e in mine if e.get("loss") is not None]
+    evals = [e for e in mine if e.get("eval_loss") is not None]
+    tps = [e["tokens_per_second"] for e in train if e.get("tokens_per_second")]
+    return {
+        "backend": backend,
+        "steps": max((e.get("step") or 0 for e in train), default=0),
+        "first_loss": train[0]["loss"] if train else None,
+        "final_loss": train[-1]["loss"] if train else None,
+        "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "tokens_per_second": round(sum(tps) / len(tps), 1) if tps else None,
+        "seconds": round(seconds, 1),
+    }
+
+
+def _plot(run: RunDir) -> None:
+    from .plots import plot_losses
+
+    try:
+        plot_losses(run.metrics(), run.path / "plots" / "loss.png")
+    except ImportError:
+        run.manifest.setdefault("notes", []).append("matplotlib missing: no loss plot")

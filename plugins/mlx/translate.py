@@ -1,0 +1,202 @@
+"""Spec -> mlx-lm LoRA config, converting meaning rather than renaming keys.
+
+mlx-lm counts `iters` in micro-batches and updates every `grad_accumulation_steps`; its LoRA
+uses `scale` where PEFT uses alpha/r; `num_layers` defaults to the *last 16* blocks; it has
+no gradient clipping and no epochs. Keys prefixed `jessy_` are read by train_entry.py (our
+runner inside the MLX environment), never by mlx-lm itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from jessy_adapters.backend import Refusal, RunInputs
+from jessy_adapters.templates import template_for
+
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def module_key(short: str) -> str:
+    return f"self_attn.{short}" if short in ATTENTION else f"mlp.{short}"
+
+
+def model_layer_count(model_path: str) -> int | None:
+    cfg = Path(model_path) / "config.json"
+    if not cfg.is_file():
+        return None
+    data = json.loads(cfg.read_text())
+    data = data.get("text_config", data)
+    return data.get("num_hidden_layers")
+
+
+def optimizer_steps(training: dict, n_train: int) -> int:
+    if training["max_steps"]:
+        return training["max_steps"]
+    per_epoch = math.ceil(n_train / (training["batch_size"] * training["gradient_accumulation_steps"]))
+    return max(1, math.ceil(training["epochs"] * per_epoch))
+
+
+def lr_schedule(training: dict, total_steps: int) -> dict | None:
+    """HF-style schedules (warmup from 0, then decay to 0 at the last step) in MLX terms."""
+    lr, warmup, name = training["learning_rate"], training["warmup_steps"], training["lr_scheduler"]
+    decay = max(1, total_steps - warmup)
+    if name == "cosine":
+        schedule = {"name": "cosine_decay", "arguments": [lr, decay, 0.0]}
+    elif name == "linear":
+        schedule = {"name": "linear_schedule", "arguments": [lr, 0.0, decay]}
+    elif warmup:
+        schedule = {"name": "linear_schedule", "arguments": [lr, lr, 1]}
+    else:
+        return None
+    if warmup:
+        schedule.update(warmup=warmup, warmup_init=0.0)
+    return schedule
+
+
+def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, list[Refusal],
+                                                                          list[str], dict]:
+    """Return (native config, refusals, notes, carried) without touching the disk."""
+    m, t, lora = spec["model"], spec["training"], spec["lora"]
+    refusals: list[Refusal] = []
+    notes: list[str] = []
+    carried: dict[str, str] = {}
+    accum = t["gradient_accumulation_steps"]
+    n_train = inputs.data.n_train
+
+    cfg: dict = {
+        "model": inputs.model_path,
+        "train": True,
+        "data": str(inputs.data.train.parent),
+        "adapter_path": adapter_dir,
+        "seed": t["seed"],
+        "batch_size": t["batch_size"],
+        "grad_accumulation_steps": accum,
+        "max_seq_length": m["max_seq_length"],
+        "grad_checkpoint": t["gradient_checkpointing"],
+        "mask_prompt": spec["data"]["train_on_responses_only"],
+        "learning_rate": t["learning_rate"],
+        "val_batches": -1,
+        "trust_remote_code": m["trust_remote_code"],
+    }
+    carried.update({"/model/name_or_path": "model", "/training/seed": "seed",
+                    "/training/batch_size": "batch_size",
+                    "/training/gradient_accumulation_steps": "grad_accumulation_steps",
+                    "/model/max_seq_length": "max_seq_length",
+                    "/training/gradient_checkpointing": "grad_checkpoint",
+                    "/data/train_on_responses_only": "mask_prompt",
+                    "/training/learning_rate": "learning_rate (or lr_schedule.arguments[0])",
+                    "/model/trust_remote_code": "trust_remote_code"})
+    if inputs.data.format == "text":
+        cfg["text_feature"] = "text"
+        if spec["data"]["train_on_responses_only"]:
+            cfg["mask_prompt"] = False
+            notes.append("text rows have no prompt to mask: train_on_responses_only ignored")
+    else:
+        cfg["chat_feature"] = "messages"
+
+    if n_train < t["batch_size"]:
+        refusals.append(Refusal("/training/batch_size",
+                                f"mlx-lm needs at least batch_size={t['batch_size']} training "
+                                f"examples; the data has {n_train}"))
+
+    total = optimizer_steps(t, n_train)
+    cfg["iters"] = total * accum
+    carried["/training/epochs"] = "iters (= ceil(epochs*rows/(batch*accum)) * accum)"
+    carried["/training/max_steps"] = "iters (= max_steps * grad_accumulation_steps)"
+    per_epoch_iters = math.ceil(n_train / t["batch_size"])
+    cfg["steps_per_report"] = t["logging_steps"] * accum
+    cfg["steps_per_eval"] = (t["eval_steps"] * accum) if t["eval_steps"] else max(
+        1, per_epoch_iters)
+    cfg["save_every"] = (t["save_steps"] * accum) if t["save_steps"] else cfg["iters"]
+    carried.update({"/training/logging_steps": "steps_per_report (x accumulation)",
+                    "/training/eval_steps": "steps_per_eval (x accumulation)",
+                    "/training/save_steps": "save_every (x accumulation)"})
+
+    schedule = lr_schedule(t, total)
+    if schedule:
+        cfg["lr_schedule"] = schedule
+    carried["/training/lr_scheduler"] = "lr_schedule (cosine_decay / linear_schedule)"
+    carried["/training/warmup_steps"] = "lr_schedule.warmup"
+
+    opt = t["optimizer"]
+    if opt == "adamw_8bit":
+        notes.append("adamw_8bit: MLX has no 8-bit optimizer states; using adamw (same update "
+                     "rule, more optimizer memory), as Unsloth does on CPU")
+        opt = "adamw"
+    if opt == "adam" and t["weight_decay"]:
+        refusals.append(Refusal("/training/weight_decay",
+                                "optimizer adam has no weight decay; use adamw"))
+    cfg["optimizer"] = opt
+    cfg["optimizer_config"] = {opt: {"weight_decay": t["weight_decay"]}} if opt != "adam" else {}
+    carried["/training/optimizer"] = "optimizer"
+    carried["/training/weight_decay"] = "optimizer_config.<opt>.weight_decay"
+    if t["max_grad_norm"] is not None:
+        cfg["jessy_max_grad_norm"] = t["max_grad_norm"]
+    carried["/training/max_grad_norm"] = "jessy_max_grad_norm (clip_grad_norm before update)"
+
+    dtype = DTYPES.get(t["precision"]) or (m["dtype"] if m["dtype"] != "auto" else None)
+    if (t["precision"] != "auto" and m["dtype"] != "auto"
+            and DTYPES[t["precision"]] != m["dtype"]):
+        refusals.append(Refusal("/training/precision",
+                                f"MLX trains in one dtype: precision {t['precision']} conflicts "
+                                f"with model.dtype {m['dtype']}"))
+    if dtype:
+        cfg["jessy_dtype"] = dtype
+    carried["/training/precision"] = "jessy_dtype (model.set_dtype)"
+    carried["/model/dtype"] = "jessy_dtype (model.set_dtype)"
+
+    template = template_for(m["chat_template"])
+    if template:
+        cfg["jessy_chat_template"] = template
+    carried["/model/chat_template"] = "jessy_chat_template (tokenizer.chat_template)"
+    if m["attn_implementation"] not in ("auto", "eager", "sdpa"):
+        refusals.append(Refusal("/model/attn_implementation",
+                                f"{m['attn_implementation']} is a CUDA kernel; MLX uses its own "
+                                "attention"))
+    elif m["attn_implementation"] != "auto":
+        notes.append(f"attn_implementation {m['attn_implementation']}: MLX computes exact "
+                     "attention with its own kernel (Gemma-2 soft-capping included)")
+    carried["/model/attn_implementation"] = "n/a (MLX's own exact attention)"
+
+    method = spec["method"]
+    if method == "full":
+        refusals.append(Refusal("/method", "full fine-tuning on MLX is not supported by jessy "
+                                           "yet (its outputs are not normalised)"))
+    else:
+        cfg["fine_tune_type"] = "lora"
+        if method == "qlora":
+            cfg["jessy_quantize"] = {"bits": 4, "group_size": 64}
+            notes.append("qlora: base weights quantised to 4-bit (MLX affine, group 64) in "
+                         "process; NF4 is a bitsandbytes format MLX does not have")
+    carried["/method"] = "fine_tune_type (+ jessy_quantize for qlora)"
+
+    r = lora["r"]
+    scale = lora["alpha"] / (math.sqrt(r) if lora["use_rslora"] else r)
+    cfg["lora_parameters"] = {"rank": r, "scale": scale, "dropout": lora["dropout"]}
+    carried["/lora/r"] = "lora_parameters.rank"
+    carried["/lora/alpha"] = "lora_parameters.scale = alpha / r"
+    carried["/lora/use_rslora"] = "lora_parameters.scale = alpha / sqrt(r)"
+    carried["/lora/dropout"] = "lora_parameters.dropout"
+    if lora["target_modules"] != "all-linear":
+        cfg["lora_parameters"]["keys"] = [module_key(x) for x in lora["target_modules"]]
+    carried["/lora/target_modules"] = "lora_parameters.keys (self_attn.* / mlp.*)"
+
+    n_layers = model_layer_count(inputs.model_path)
+    if lora["layers"] == "all":
+        cfg["num_layers"] = -1
+    else:
+        wanted = sorted(lora["layers"])
+        if n_layers is None:
+            refusals.append(Refusal("/lora/layers", "cannot read the model's layer count"))
+        elif wanted != list(range(n_layers - len(wanted), n_layers)):
+            refusals.append(Refusal("/lora/layers",
+                                    f"MLX adapts only the last N of the {n_layers} blocks; "
+                                    f"{wanted} is not such a tail"))
+        else:
+            cfg["num_layers"] = len(wanted)
+    carried["/lora/layers"] = "num_layers (-1 = all; a tail of N blocks = N)"
+    return cfg, refusals, notes, carried
