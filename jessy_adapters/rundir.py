@@ -29,6 +29,7 @@ class RunDir:
 
     @classmethod
     def create(cls, parent: Path, spec: Spec, plan: list[str]) -> RunDir:
+        parent = parent.resolve()
         parent.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for _ in range(100):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import queue
 import re
 import shlex
 import signal
@@ -175,14 +176,22 @@ class Runner:
             return Outcome(False, Failure(failures.UNAVAILABLE, f"cannot start backend: {exc}"))
         self._child = proc
 
+        lines: queue.Queue[str | None] = queue.Queue()
+
         def drain_stderr() -> None:
             for line in proc.stderr:
                 stderr_log.write(line)
                 stderr_log.flush()
                 tail.append(line)
 
-        reader = threading.Thread(target=drain_stderr, daemon=True)
-        reader.start()
+        def drain_stdout() -> None:
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        readers = [threading.Thread(target=f, daemon=True) for f in (drain_stderr, drain_stdout)]
+        for reader in readers:
+            reader.start()
         timer = None
         if self.timeout:
             timer = threading.Timer(self.timeout, self._stop, args=(failures.TIMEOUT,))
@@ -195,7 +204,14 @@ class Runner:
                 signal.signal(sig, lambda s, f: self._stop(failures.INTERRUPTED))
         events, first_loss = 0, None
         try:
-            for line in proc.stdout:
+            while True:
+                # A short timeout keeps the main thread responsive to Ctrl-C / SIGTERM.
+                try:
+                    line = lines.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    break
                 stdout_log.write(line)
                 stdout_log.flush()
                 tail.append(line)
@@ -219,14 +235,16 @@ class Runner:
                         self._stop(failures.NAN_LOSS, f"loss diverged to {loss:.4g} (first "
                                                       f"{first_loss:.4g}) at step "
                                                       f"{event.get('step')}")
-            proc.wait()
+            while proc.poll() is None:
+                time.sleep(0.1)
         finally:
             if timer:
                 timer.cancel()
             if in_main:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
-            reader.join(timeout=5)
+            for reader in readers:
+                reader.join(timeout=5)
             stdout_log.close()
             stderr_log.close()
             self._child = None

@@ -1,0 +1,194 @@
+"""The core's orchestration with a fake backend: fallback, failure classes, signals, manifest.
+
+The fake's trainer is a real subprocess; these tests prove the runner, not any backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import jsonschema
+import pytest
+from conftest import write_spec
+from fake_backend import Plugin, make_backend
+
+from jessy_adapters.plugins import Registry, RegistryError, load_registry
+from jessy_adapters.runner import Runner
+from jessy_adapters.spec import load_schema, load_spec
+
+
+@pytest.fixture
+def spec(tmp_path, toy_data):
+    path = write_spec(tmp_path / "spec.yaml", f"""\
+model:
+  name_or_path: {tmp_path}
+data:
+  train: {toy_data}
+""")
+    return load_spec(path)
+
+
+def registry_with(*classes) -> Registry:
+    import os
+
+    os.environ["JESSY_LOAD_PLUGINS"] = ""
+    try:
+        return load_registry(extra_plugins=(Plugin(*classes),))
+    finally:
+        del os.environ["JESSY_LOAD_PLUGINS"]
+
+
+def run(spec, tmp_path, *classes, chain=None, **kw):
+    reg = registry_with(*classes)
+    names = chain or [c.name for c in classes]
+    return Runner(reg, console=lambda m: None, **kw).run(spec, names, tmp_path / "runs")
+
+
+def assert_valid_manifest(run_dir):
+    manifest = json.loads((run_dir / "run.json").read_text())
+    jsonschema.validate(manifest, load_schema("run-manifest"))
+    metrics = run_dir / "metrics.jsonl"
+    for line in (metrics.read_text().splitlines() if metrics.exists() else []):
+        jsonschema.validate(json.loads(line), load_schema("metrics-event"))
+    return manifest
+
+
+def test_success_writes_a_complete_run_dir(spec, tmp_path):
+    result = run(spec, tmp_path, make_backend("alpha"))
+    m = assert_valid_manifest(result.path)
+    assert m["status"] == "succeeded" and m["winner"] == "alpha"
+    assert (result.path / "adapter" / "adapter_config.json").exists()
+    assert (result.path / "spec.yaml").exists()
+    attempt = result.path / "attempts" / "01-alpha"
+    assert {"fake.json", "command.txt", "stdout.log", "stderr.log"} <= {
+        p.name for p in attempt.iterdir()}
+    assert m["summary"]["steps"] == 5 and m["summary"]["final_loss"] == pytest.approx(0.4)
+    assert m["attempts"][0]["runtime"] == {"fake": True}
+    assert m["data"]["n_train"] + m["data"]["n_validation"] == 32
+
+
+def test_unavailable_backend_falls_back(spec, tmp_path):
+    result = run(spec, tmp_path, make_backend("first", available=False), make_backend("second"))
+    m = assert_valid_manifest(result.path)
+    assert m["winner"] == "second"
+    assert m["attempts"][0]["status"] == "skipped"
+    assert m["attempts"][0]["failure"]["kind"] == "unavailable"
+    assert not (result.path / "attempts" / "01-first").exists()
+
+
+def test_unknown_backend_is_unavailable_not_a_crash(spec, tmp_path):
+    result = run(spec, tmp_path, make_backend("real"), chain=["nosuch", "real"])
+    m = assert_valid_manifest(result.path)
+    assert m["attempts"][0]["failure"]["kind"] == "unavailable"
+    assert "nosuch" in m["attempts"][0]["failure"]["reason"]
+    assert m["winner"] == "real"
+
+
+@pytest.mark.parametrize("behaviour, kind, words", [
+    ("crash", "crashed", "fake trainer exploded"),
+    ("oom", "out_of_memory", "MemoryError"),
+    ("kill", "crashed", "SIGKILL"),
+])
+def test_failures_are_classified_logs_kept_and_fall_back(spec, tmp_path, behaviour, kind, words):
+    result = run(spec, tmp_path, make_backend("bad", behaviour), make_backend("good"))
+    m = assert_valid_manifest(result.path)
+    first = m["attempts"][0]
+    assert first["status"] == "failed"
+    assert first["failure"]["kind"] == kind and words in first["failure"]["reason"]
+    assert (result.path / "attempts" / "01-bad" / "stdout.log").read_text()
+    assert m["winner"] == "good" and m["status"] == "succeeded"
+    # the failed attempt's metrics stay, tagged with its backend
+    backends = {json.loads(x)["backend"] for x in (result.path / "metrics.jsonl").open()}
+    assert backends == {"bad", "good"}
+
+
+def test_refused_translation_is_config_rejected(spec, tmp_path):
+    result = run(spec, tmp_path, make_backend("picky", refuse=True), make_backend("easy"))
+    m = assert_valid_manifest(result.path)
+    assert m["attempts"][0]["failure"]["kind"] == "config_rejected"
+    assert "fake refuses" in (result.path / "attempts" / "01-picky" / "refused.txt").read_text()
+    assert m["winner"] == "easy"
+
+
+@pytest.mark.parametrize("behaviour", ["nan", "diverge"])
+def test_nan_or_divergent_loss_stops_the_run(spec, tmp_path, behaviour):
+    start = time.monotonic()
+    result = run(spec, tmp_path, make_backend("unstable", behaviour))
+    m = assert_valid_manifest(result.path)
+    assert m["status"] == "failed"
+    assert m["attempts"][0]["failure"]["kind"] == "nan_loss"
+    assert time.monotonic() - start < 20  # stopped, not left to sleep through its steps
+    events = [json.loads(x) for x in (result.path / "metrics.jsonl").open()]
+    if behaviour == "nan":
+        assert events[2]["loss"] is None and events[2]["loss_non_finite"] == "nan"
+
+
+def test_data_error_stops_without_fallback(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "response": "yo"}\n{"prompt": "no response"}\n')
+    spec = load_spec(write_spec(tmp_path / "s.yaml",
+                                f"model:\n  name_or_path: {tmp_path}\ndata:\n  train: {bad}\n"))
+    result = run(spec, tmp_path, make_backend("a"), make_backend("b"))
+    m = assert_valid_manifest(result.path)
+    assert m["failure"]["kind"] == "data_error"
+    assert f"{bad}:2: missing field 'response'" in m["failure"]["reason"]
+    assert m["attempts"] == []
+
+
+def test_timeout_is_classified(spec, tmp_path):
+    result = run(spec, tmp_path, make_backend("slow", "sleep"), timeout=1.5)
+    m = assert_valid_manifest(result.path)
+    assert m["attempts"][0]["failure"]["kind"] == "timeout"
+
+
+def test_sigint_interrupts_gracefully_and_keeps_everything(spec, tmp_path):
+    reg = registry_with(make_backend("slow", "sleep"), make_backend("never"))
+    runner = Runner(reg, console=lambda m: None)
+    threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    result = runner.run(spec, ["slow", "never"], tmp_path / "runs")
+    m = assert_valid_manifest(result.path)
+    assert m["status"] == "interrupted"
+    assert len(m["attempts"]) == 1  # no fallback after the user said stop
+    assert "stopping gracefully" in (result.path / "attempts/01-slow/stderr.log").read_text()
+
+
+def test_stubborn_backend_is_killed_after_the_grace(spec, tmp_path, monkeypatch):
+    import jessy_adapters.runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "GRACE_SECONDS", 0.5)
+    reg = registry_with(make_backend("stubborn", "stubborn"))
+    runner = Runner(reg, console=lambda m: None)
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    start = time.monotonic()
+    result = runner.run(spec, ["stubborn"], tmp_path / "runs")
+    assert time.monotonic() - start < 15
+    assert result.manifest["status"] == "interrupted"
+
+
+def test_runs_never_overwrite_each_other(spec, tmp_path):
+    a = run(spec, tmp_path, make_backend("x"))
+    b = run(spec, tmp_path, make_backend("x"))
+    assert a.path != b.path and a.path.exists() and b.path.exists()
+
+
+def test_registry_refuses_duplicates():
+    reg = Registry()
+    reg.register(make_backend("dup"), "one")
+    with pytest.raises(RegistryError, match="registered twice"):
+        reg.register(make_backend("dup"), "two")
+
+
+def test_registry_refuses_non_backends():
+    with pytest.raises(RegistryError, match="not a jessy_adapters.backend.Backend"):
+        Registry().register(dict, "bad")
+
+
+def test_allow_list_filters_entry_points(monkeypatch):
+    monkeypatch.setenv("JESSY_LOAD_PLUGINS", "")
+    assert load_registry().names() == []
+    monkeypatch.setenv("JESSY_LOAD_PLUGINS", "mlx")
+    assert load_registry().names() == ["mlx"]
