@@ -102,7 +102,11 @@ def _standardise_tokenizer_config(folder: Path) -> None:
 
 def build_tiny_llama(target: Path, tokenizer_from: str, layers: int = 2, hidden: int = 64,
                      seed: int = 0) -> Path:
-    """A random-init Llama with a real tokenizer: fast, real training for tests."""
+    """A random-init Llama with a real tokenizer: fast, real training for tests.
+
+    initializer_range 0.5 (not 0.02): with tied, tiny embeddings the logits of a 64-wide
+    model stay near-uniform whatever LoRA does, so loss could not visibly fall.
+    """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -111,6 +115,7 @@ def build_tiny_llama(target: Path, tokenizer_from: str, layers: int = 2, hidden:
     config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=512, rope_theta=10000.0,
+                         initializer_range=0.5,
                          tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id)
     model = LlamaForCausalLM(config)

@@ -109,7 +109,6 @@ def main(config_path: str) -> int:
                   "eval_seconds": float(info["val_time"])})
 
     mlx_lora.train_model(args, model, train_set, valid_set, Events())
-    emit({"type": "done", "iterations": args.iters})
     return 0
 
 
