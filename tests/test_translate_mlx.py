@@ -135,6 +135,11 @@ def test_batch_larger_than_data_is_refused(tmp_path, model_dir, toy_data):
         translate(tmp_path, model_dir, toy_data, "training:\n  batch_size: 64\n")
 
 
+def test_validation_smaller_than_a_batch_is_refused(tmp_path, model_dir, toy_data):
+    with pytest.raises(TranslationRefused, match="/data/validation_split"):
+        translate(tmp_path, model_dir, toy_data, "training:\n  batch_size: 16\n")
+
+
 def test_chat_template_and_system_prompt(tmp_path, model_dir, toy_data):
     cfg, _, _ = translate(tmp_path, model_dir, toy_data)
     assert cfg["chat_feature"] == "messages" and cfg["mask_prompt"] is True
@@ -145,6 +150,7 @@ model:
   chat_template: chatml
 data:
   train: {toy_data}
+  validation_split: 0.25
   system_prompt: You are Jessy.
 """))
     data = prepare(spec, tmp_path / "d2")

@@ -103,6 +103,13 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
                                 f"mlx-lm needs at least batch_size={t['batch_size']} training "
                                 f"examples; the data has {n_train}"))
 
+    n_val = inputs.data.n_validation
+    if 0 < n_val < t["batch_size"]:
+        refusals.append(Refusal("/data/validation_split",
+                                f"the validation set has {n_val} examples but mlx-lm evaluates "
+                                f"in batches of batch_size={t['batch_size']}; use a larger "
+                                "validation split/file or a smaller batch"))
+
     total = optimizer_steps(t, n_train)
     cfg["iters"] = total * accum
     carried["/training/epochs"] = "iters (= ceil(epochs*rows/(batch*accum)) * accum)"
