@@ -137,13 +137,16 @@ class Runner:
             target.write_text(content)
         command_text = shlex.join(translation.command)
         (attempt_dir / "command.txt").write_text(command_text + "\n")
+        extra_env = {**backend.launch_environment(env), **translation.env}
         record.update(command=command_text, notes=translation.notes,
                       total_steps=translation.total_steps,
-                      env={k: v for k, v in translation.env.items() if not _SECRET.search(k)},
+                      env={k: v for k, v in extra_env.items() if not _SECRET.search(k)},
                       versions=env.info().get("packages", []))
         run.save()
         self.console(f"[{name}] {command_text}")
-        env_vars = {**os.environ, **backend.launch_environment(env), **translation.env}
+        for note in translation.notes:
+            self.console(f"[{name}] note: {note}")
+        env_vars = {**os.environ, **extra_env}
         outcome = self._supervise(backend, translation.command, env_vars, attempt_dir, run,
                                   number, translation.total_steps)
         record["exit_code"] = outcome.exit_code
