@@ -79,6 +79,9 @@ class Backend(ABC):
     pre_requirements: ClassVar[tuple[str, ...]] = ()
     """Installed before `requirements` (e.g. the CPU torch wheel, so pip never pulls CUDA)."""
 
+    uninstall: ClassVar[tuple[str, ...]] = ()
+    """Removed after install: packages a dependency drags in that break the environment."""
+
     @abstractmethod
     def check(self, env: BackendEnv, require_accelerator: bool = False) -> Availability:
         """Cheap: no backend import. Is it installed, and can it run on this machine?"""

@@ -129,7 +129,8 @@ def env_create(backend, recreate):
     target = BackendEnv(backend)
     try:
         target.create(impl.pre_requirements, impl.requirements,
-                      log=lambda m: click.echo(m, err=True), recreate=recreate)
+                      log=lambda m: click.echo(m, err=True), recreate=recreate,
+                      uninstall=impl.uninstall)
     except EnvError as exc:
         raise click.ClickException(str(exc)) from None
     for note in impl.after_env_create(target):

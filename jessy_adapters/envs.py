@@ -65,7 +65,8 @@ class BackendEnv:
         return False
 
     def create(self, pre_requirements: tuple[str, ...], requirements: tuple[str, ...],
-               log: Callable[[str], None] = print, recreate: bool = False) -> None:
+               log: Callable[[str], None] = print, recreate: bool = False,
+               uninstall: tuple[str, ...] = ()) -> None:
         if self.exists() and not recreate:
             installed = self.info().get("requirements")
             if installed == list(requirements):
@@ -82,6 +83,9 @@ class BackendEnv:
             if group:
                 log(f"{self.backend}: pip install {' '.join(group)}")
                 _check(pip + list(group))
+        if uninstall:
+            log(f"{self.backend}: pip uninstall {' '.join(uninstall)}")
+            _check([str(self.python), "-m", "pip", "uninstall", "-y", *uninstall])
         freeze = subprocess.run([str(self.python), "-m", "pip", "freeze"], capture_output=True,
                                 text=True).stdout.split()
         self.marker.write_text(json.dumps({

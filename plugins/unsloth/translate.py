@@ -1,0 +1,150 @@
+"""Spec -> the keyword arguments of Unsloth's Python API (the stable surface to drive).
+
+The native config is JSON with one section per API call: `from_pretrained`
+(FastLanguageModel.from_pretrained), `peft` (FastLanguageModel.get_peft_model), `sft`
+(trl.SFTConfig) and `data`; train_entry.py passes each section through unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+from jessy_adapters.backend import Refusal, RunInputs
+from jessy_adapters.templates import template_for
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
+                     ) -> tuple[dict, list[Refusal], list[str], dict]:
+    m, t, lora, d = spec["model"], spec["training"], spec["lora"], spec["data"]
+    refusals: list[Refusal] = []
+    notes: list[str] = []
+    carried: dict[str, str] = {}
+    method = spec["method"]
+
+    dtype = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}.get(m["dtype"])
+    precision = t["precision"]
+    if precision in ("bf16", "fp16"):
+        dtype = dtype or {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    if not on_gpu and precision == "auto" and dtype is None:
+        dtype = "float32"  # bf16 on a CPU without avx512_bf16 ran ~40x slower here
+        notes.append("CPU: training in float32 (precision auto)")
+    load = {
+        "model_name": inputs.model_path,
+        "max_seq_length": m["max_seq_length"],
+        "dtype": dtype,
+        "load_in_4bit": method == "qlora",
+        "full_finetuning": method == "full",
+        "trust_remote_code": m["trust_remote_code"],
+    }
+    attn = m["attn_implementation"]
+    if attn == "flash_attention_2" and not on_gpu:
+        refusals.append(Refusal("/model/attn_implementation",
+                                "flash_attention_2 needs a CUDA GPU"))
+    if attn != "auto":
+        load["attn_implementation"] = attn
+    carried.update({"/model/name_or_path": "from_pretrained.model_name",
+                    "/model/max_seq_length": "from_pretrained.max_seq_length, sft.max_length",
+                    "/model/dtype": "from_pretrained.dtype",
+                    "/model/trust_remote_code": "from_pretrained.trust_remote_code",
+                    "/model/attn_implementation": "from_pretrained.attn_implementation",
+                    "/method": "from_pretrained.load_in_4bit / full_finetuning"})
+
+    peft = None
+    if method != "full":
+        targets = ALL_LINEAR if lora["target_modules"] == "all-linear" else lora["target_modules"]
+        peft = {
+            "r": lora["r"],
+            "lora_alpha": lora["alpha"],
+            "lora_dropout": lora["dropout"],
+            "target_modules": list(targets),
+            "bias": "none",
+            "use_gradient_checkpointing": "unsloth" if t["gradient_checkpointing"] else False,
+            "random_state": t["seed"],
+            "use_rslora": lora["use_rslora"],
+        }
+        if lora["layers"] != "all":
+            peft["layers_to_transform"] = sorted(lora["layers"])
+        carried.update({"/lora/r": "peft.r", "/lora/alpha": "peft.lora_alpha (same meaning)",
+                        "/lora/dropout": "peft.lora_dropout",
+                        "/lora/target_modules": "peft.target_modules (all-linear = 7 projections)",
+                        "/lora/layers": "peft.layers_to_transform",
+                        "/lora/use_rslora": "peft.use_rslora"})
+    else:
+        notes.append("full fine-tuning: the run's output is a full model, not an adapter")
+        refusals.append(Refusal("/method", "full fine-tuning outputs are not normalised by "
+                                           "jessy yet (only PEFT adapters are)"))
+
+    optim = {"adamw": "adamw_torch", "adamw_8bit": "adamw_8bit", "adam": "adamw_torch",
+             "sgd": "sgd"}[t["optimizer"]]
+    if t["optimizer"] == "adam" and t["weight_decay"]:
+        refusals.append(Refusal("/training/weight_decay",
+                                "optimizer adam has no weight decay; use adamw"))
+    if t["optimizer"] == "adamw_8bit" and not on_gpu:
+        notes.append("adamw_8bit on CPU: Unsloth itself swaps it for adamw_torch_fused")
+    sft = {
+        "output_dir": output_dir,
+        "per_device_train_batch_size": t["batch_size"],
+        "per_device_eval_batch_size": t["batch_size"],
+        "gradient_accumulation_steps": t["gradient_accumulation_steps"],
+        "learning_rate": t["learning_rate"],
+        "num_train_epochs": t["epochs"],
+        "max_steps": t["max_steps"] or -1,
+        "lr_scheduler_type": SCHEDULERS[t["lr_scheduler"]],
+        "warmup_steps": t["warmup_steps"],
+        "weight_decay": t["weight_decay"],
+        "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
+        "optim": optim,
+        "seed": t["seed"],
+        "data_seed": t["seed"],
+        "logging_steps": t["logging_steps"],
+        "save_strategy": "steps" if t["save_steps"] else "no",
+        "save_steps": t["save_steps"] or 500,
+        "eval_strategy": "steps" if (t["eval_steps"] and inputs.data.validation) else (
+            "epoch" if inputs.data.validation else "no"),
+        "eval_steps": t["eval_steps"],
+        "bf16": dtype == "bfloat16",
+        "fp16": dtype == "float16",
+        "max_length": m["max_seq_length"],
+        "packing": False,
+        "dataset_text_field": "text",
+        "report_to": "none",
+        "include_num_input_tokens_seen": True,
+        "shuffle_dataset": False,
+    }
+    if not on_gpu and sft["fp16"]:
+        refusals.append(Refusal("/training/precision", "fp16 training needs a GPU"))
+    carried.update({"/training/batch_size": "sft.per_device_train_batch_size",
+                    "/training/gradient_accumulation_steps": "sft.gradient_accumulation_steps",
+                    "/training/learning_rate": "sft.learning_rate",
+                    "/training/epochs": "sft.num_train_epochs",
+                    "/training/max_steps": "sft.max_steps",
+                    "/training/lr_scheduler": "sft.lr_scheduler_type",
+                    "/training/warmup_steps": "sft.warmup_steps",
+                    "/training/weight_decay": "sft.weight_decay",
+                    "/training/max_grad_norm": "sft.max_grad_norm (0 = off)",
+                    "/training/optimizer": "sft.optim",
+                    "/training/seed": "sft.seed, peft.random_state",
+                    "/training/gradient_checkpointing": "peft.use_gradient_checkpointing",
+                    "/training/precision": "from_pretrained.dtype, sft.bf16/fp16",
+                    "/training/logging_steps": "sft.logging_steps",
+                    "/training/eval_steps": "sft.eval_strategy/eval_steps",
+                    "/training/save_steps": "sft.save_strategy/save_steps"})
+
+    total = t["max_steps"] or max(1, math.ceil(
+        t["epochs"] * math.ceil(inputs.data.n_train / t["batch_size"])
+        / t["gradient_accumulation_steps"]))
+    data = {
+        "train": str(inputs.data.train),
+        "validation": str(inputs.data.validation) if inputs.data.validation else None,
+        "format": inputs.data.format,
+        "train_on_responses_only": d["train_on_responses_only"] and inputs.data.format != "text",
+        "chat_template": template_for(m["chat_template"]),
+    }
+    carried.update({"/data/train_on_responses_only": "unsloth train_on_responses_only",
+                    "/model/chat_template": "tokenizer.chat_template"})
+    cfg = {"from_pretrained": load, "peft": peft, "sft": sft, "data": data,
+           "total_steps": total}
+    return cfg, refusals, notes, carried
