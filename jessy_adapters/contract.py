@@ -1,0 +1,222 @@
+"""The backend contract suite, importable so third-party backend plugins can run it too.
+
+In a plugin's own tests::
+
+    import pytest
+    from jessy_adapters.contract import *  # noqa: F401,F403 (the contract's tests)
+
+    @pytest.fixture(scope="session")
+    def backend_name():
+        return "mybackend"
+
+jessy's own tests/contract/ runs it for every built-in backend. The fixtures it needs
+(`tiny_model`, `toy_data`) come from jessy's tests/conftest.py; a plugin can copy them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .backend import RunInputs, TranslationRefused
+from .data import prepare
+from .envs import BackendEnv
+from .paths import SPECS_DIR
+from .plugins import load_registry
+from .spec import load_schema, load_spec
+
+# Spec fields the core consumes itself (data preparation, evaluation, export, run layout):
+# a backend neither carries nor refuses them.
+CORE_FIELDS = ("/name", "/data/train", "/data/validation", "/data/validation_split",
+               "/data/format", "/data/fields/", "/data/system_prompt", "/data/max_samples",
+               "/evaluation/", "/export/", "/output/", "/requirements/")
+
+
+def leaf_paths(schema: dict | None = None, prefix: str = "") -> list[str]:
+    schema = schema or load_schema("spec")
+    out = []
+    for name, sub in schema.get("properties", {}).items():
+        path = f"{prefix}/{name}"
+        if sub.get("type") == "object" and "properties" in sub:
+            out.extend(leaf_paths(sub, path))
+        else:
+            out.append(path)
+    return out
+
+
+def backend_fields() -> list[str]:
+    return [p for p in leaf_paths() if not any(p == c or p.startswith(c) if c.endswith("/")
+                                               else p == c for c in CORE_FIELDS)]
+
+
+def translate_example(name: str, example: Path, tmp: Path, model_dir: Path):
+    """Translate an example spec against a stand-in model folder; (translation, refusal)."""
+    backend = load_registry().get(name)
+    spec = load_spec(example)
+    data = prepare(spec, tmp / "data")
+    inputs = RunInputs(str(model_dir), data)
+    try:
+        return backend.translate(spec, inputs, tmp / "attempt", BackendEnv(name)), None
+    except TranslationRefused as exc:
+        return None, exc
+
+
+@pytest.fixture
+def stand_in_model(tmp_path) -> Path:
+    """Just enough of a model folder for translation (which reads only config.json)."""
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"num_hidden_layers": 30,
+                                               "model_type": "llama"}))
+    return d
+
+
+EXAMPLES = sorted((SPECS_DIR / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_contract_every_example_translates_or_is_refused_by_path(backend_name, example,
+                                                                 tmp_path, stand_in_model):
+    translation, refusal = translate_example(backend_name, example, tmp_path, stand_in_model)
+    if refusal is not None:
+        assert refusal.refusals and all(r.spec_path.startswith("/") and r.reason
+                                        for r in refusal.refusals)
+        return
+    assert translation.command and translation.files
+    assert translation.total_steps and translation.total_steps > 0
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_contract_every_field_is_carried_or_refused(backend_name, example, tmp_path,
+                                                   stand_in_model):
+    translation, refusal = translate_example(backend_name, example, tmp_path, stand_in_model)
+    if refusal is not None:
+        pytest.skip(f"refused as a whole: {refusal}")
+    missing = [p for p in backend_fields() if p not in translation.carried]
+    assert missing == [], f"{backend_name} neither carries nor refuses: {missing}"
+
+
+def test_contract_check_is_cheap_and_explains_itself(backend_name, tmp_path):
+    import importlib
+    import sys
+
+    before = set(sys.modules)
+    avail = load_registry().get(backend_name).check(BackendEnv(backend_name, tmp_path / "none"))
+    heavy = {"torch", "mlx", "unsloth", "transformers", "axolotl", "llamafactory"}
+    loaded = {m.split(".")[0] for m in set(sys.modules) - before}
+    assert not avail.ok and "jessy env create" in avail.reason
+    assert not (loaded & heavy), loaded
+    importlib.invalidate_caches()
+
+
+# --- real runs: need the backend's environment ---------------------------------------------
+
+@pytest.fixture
+def backend_env(backend_name):
+    import os
+
+    env = BackendEnv(backend_name)
+    if not env.exists():
+        required = os.environ.get("JESSY_REQUIRE_BACKENDS", "").split(",")
+        message = f"{backend_name} environment missing (jessy env create {backend_name})"
+        if backend_name in required:
+            pytest.fail(message)
+        pytest.skip(message)
+    return env
+
+
+def _spec(tmp_path: Path, model: str, data: Path, extra: str = ""):
+    path = tmp_path / "contract.yaml"
+    path.write_text(f"""\
+name: contract
+model:
+  name_or_path: {model}
+  max_seq_length: 128
+data:
+  train: {data}
+  validation_split: 0.25
+lora:
+  r: 4
+  alpha: 8
+training:
+  max_steps: 8
+  batch_size: 4
+  learning_rate: 0.01
+  logging_steps: 1
+  lr_scheduler: constant
+{extra}""")
+    return load_spec(path)
+
+
+def _run(backend_name, spec, tmp_path):
+    from .runner import Runner
+
+    return Runner(load_registry(), console=lambda m: None).run(spec, [backend_name],
+                                                               tmp_path / "runs")
+
+
+def peft_output_change(model: str, adapter: Path) -> float:
+    """Largest change the adapter makes to the base model's logits on a fixed input."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    ids = torch.tensor([list(range(1, 12))])
+    with torch.no_grad():
+        plain = base(ids).logits.clone()
+        tuned = PeftModel.from_pretrained(base, str(adapter))(ids).logits
+    return float((tuned - plain).abs().max())
+
+
+def test_contract_tiny_run_is_valid_learns_and_loads_in_peft(backend_name, backend_env,
+                                                              tiny_model, toy_data, tmp_path):
+    import jsonschema
+
+    result = _run(backend_name, _spec(tmp_path, tiny_model, toy_data), tmp_path)
+    m = result.manifest
+    assert m["status"] == "succeeded", m["failure"]
+    jsonschema.validate(json.loads((result.path / "run.json").read_text()),
+                        load_schema("run-manifest"))
+    events = [json.loads(x) for x in (result.path / "metrics.jsonl").open()]
+    for e in events:
+        jsonschema.validate(e, load_schema("metrics-event"))
+    losses = [e["loss"] for e in events if e.get("loss") is not None]
+    assert len(losses) >= 4 and sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses
+    assert (result.path / "plots" / "loss.png").exists()
+    assert peft_output_change(tiny_model, result.path / "adapter") > 1e-3
+
+
+def test_contract_wrong_model_path_is_classified_with_log(backend_name, backend_env, toy_data,
+                                                          tmp_path):
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    result = _run(backend_name, _spec(tmp_path, str(empty), toy_data), tmp_path)
+    attempt = result.manifest["attempts"][0]
+    assert result.manifest["status"] == "failed"
+    assert attempt["failure"]["kind"] in ("config_rejected", "crashed")
+    assert (result.path / attempt["dir"] / "stderr.log").stat().st_size > 0
+
+
+def test_contract_unreadable_data_is_a_data_error_before_any_attempt(backend_name, tiny_model,
+                                                                     tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "response": "a"}\n{not json}\n')
+    result = _run(backend_name, _spec(tmp_path, tiny_model, bad), tmp_path)
+    assert result.manifest["failure"]["kind"] == "data_error"
+    assert f"{bad}:2:" in result.manifest["failure"]["reason"]
+    assert result.manifest["attempts"] == []
+
+
+def test_contract_unhonourable_spec_is_config_rejected(backend_name, backend_env, tiny_model,
+                                                       toy_data, tmp_path):
+    spec = _spec(tmp_path, tiny_model, toy_data)
+    spec.data["method"] = "full"
+    result = _run(backend_name, spec, tmp_path)
+    attempt = result.manifest["attempts"][0]
+    if attempt["status"] == "succeeded":
+        pytest.skip(f"{backend_name} honours method: full")
+    assert attempt["failure"]["kind"] == "config_rejected"
+    assert (result.path / attempt["dir"] / "refused.txt").read_text().startswith("/method")
