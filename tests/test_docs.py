@@ -16,6 +16,12 @@ def test_spec_reference_is_current():
     assert current == docgen.render(), "run: python -m jessy_adapters.docgen"
 
 
+def test_backend_field_table_is_current():
+    current = (ROOT / "docs" / "backend-fields.md").read_text()
+    assert current == docgen.render_fields(), "run: python -m jessy_adapters.docgen"
+    assert "**missing**" not in current
+
+
 def test_every_hook_is_documented_and_tested():
     hooks = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
              if hasattr(f, "jessy_spec")]
