@@ -1,0 +1,639 @@
+"""`jessy data`: check, measure and split a training file before any backend sees it.
+
+Everything streams the file line by line and keeps only small per-row digests (and, for
+`prepare`, byte offsets), so a 100k-row file is checked without being loaded. Rows are
+judged by the same rules as the run-time loader (`data.py`), so a file that passes
+`jessy data validate` also loads in `jessy run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import unicodedata
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .data import ROLES, to_canonical
+from .jsonio import write_json_atomic
+
+FORMATS = ("prompt_response", "messages", "text")
+DEFAULT_FIELDS = {"prompt": "prompt", "response": "response", "messages": "messages",
+                  "text": "text"}
+ERROR, WARNING = "error", "warning"
+# Kinds that are warnings unless --strict; everything else is malformed and always an error.
+SOFT_KINDS = ("duplicate", "near_duplicate", "too_long")
+OUTPUT_NAMES = ("train.jsonl", "val.jsonl", "train_subset.jsonl", "val_subset.jsonl")
+TOKEN_BATCH = 256
+
+
+class DataToolError(Exception):
+    """Bad input we can explain in one line (tokenizer not loadable, output over input)."""
+
+
+@dataclass
+class Problem:
+    file: str
+    line: int
+    severity: str
+    kind: str
+    message: str
+    duplicate_of: int | None = None
+
+    def render(self) -> str:
+        return f"{self.file}:{self.line}: {self.severity}: {self.message}"
+
+    def to_json(self) -> dict:
+        out = {"line": self.line, "severity": self.severity, "kind": self.kind,
+               "message": self.message}
+        if self.duplicate_of is not None:
+            out["duplicate_of"] = self.duplicate_of
+        return out
+
+
+def make_fields(**overrides: str | None) -> dict:
+    """Field names with the user's overrides; the same keys `data.to_canonical` expects."""
+    return {**DEFAULT_FIELDS, **{k: v for k, v in overrides.items() if v}}
+
+
+# --------------------------------------------------------------------------- row checks
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _string_field(obj: dict, key: str) -> str | None:
+    if key not in obj:
+        return f"missing field {key!r} (expected a non-empty string)"
+    if not isinstance(obj[key], str):
+        return f"field {key!r} must be a string, got {_json_type(obj[key])}"
+    if not obj[key].strip():
+        return f"field {key!r} is empty (expected a non-empty string)"
+    return None
+
+
+def row_problems(obj: Any, fmt: str, fields: dict) -> list[str]:
+    """Every reason one parsed row is unusable (empty list: usable).
+
+    Same rules as `data.check_row`, but lists all of them so one pass fixes a row.
+    """
+    if not isinstance(obj, dict):
+        return [f"expected a JSON object per line, got {_json_type(obj)}"]
+    if fmt == "prompt_response":
+        found = [_string_field(obj, fields[role]) for role in ("prompt", "response")]
+        return [p for p in found if p]
+    if fmt == "text":
+        problem = _string_field(obj, fields["text"])
+        return [problem] if problem else []
+    key = fields["messages"]
+    msgs = obj.get(key)
+    if key not in obj:
+        return [f"missing field {key!r} (expected a non-empty list of messages)"]
+    if not isinstance(msgs, list) or not msgs:
+        return [f"field {key!r} must be a non-empty list of messages, got "
+                + ("an empty array" if isinstance(msgs, list) else _json_type(msgs))]
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            out.append(f"message {i}: expected an object with role and content, "
+                       f"got {_json_type(m)}")
+            continue
+        if m.get("role") not in ROLES:
+            out.append(f"message {i}: role must be one of system, user, assistant "
+                       f"(got {m.get('role')!r})")
+        if not isinstance(m.get("content"), str) or not m["content"].strip():
+            out.append(f"message {i}: content must be a non-empty string")
+    last = msgs[-1]
+    if isinstance(last, dict) and last.get("role") in ROLES and last["role"] != "assistant":
+        out.append("the last message must be the assistant's (it is what the model learns), "
+                   f"got {last['role']!r}")
+    return out
+
+
+def _turns(obj: dict, fmt: str, fields: dict) -> list[tuple[str, str]]:
+    if fmt == "prompt_response":
+        return [("user", obj[fields["prompt"]]), ("assistant", obj[fields["response"]])]
+    if fmt == "text":
+        return [("text", obj[fields["text"]])]
+    return [(m["role"], m["content"]) for m in obj[fields["messages"]]]
+
+
+@lru_cache(maxsize=1)
+def _punctuation_table() -> dict:
+    return {cp: None for cp in range(sys.maxunicode + 1)
+            if unicodedata.category(chr(cp)).startswith("P")}
+
+
+def normalise(text: str) -> str:
+    """Case-, whitespace- and punctuation-blind form: 'Hi,  THERE!' == 'hi there'."""
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_punctuation_table())
+    return " ".join(text.split())
+
+
+def _digest(parts: list[tuple[str, str]]) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for role, text in parts:  # length-prefixed: ("a", "bc") never collides with ("ab", "c")
+        for piece in (role, text):
+            data = piece.encode("utf-8", "surrogatepass")
+            h.update(b"%d:" % len(data))
+            h.update(data)
+    return h.digest()
+
+
+@dataclass
+class RowKeys:
+    """16-byte digests: what a row says exactly, normalised, and its normalised prompt."""
+
+    exact: bytes
+    near: bytes
+    prompt: bytes
+
+
+def row_keys(obj: dict, fmt: str, fields: dict) -> RowKeys:
+    turns = _turns(obj, fmt, fields)
+    norm = [(role, normalise(text)) for role, text in turns]
+    prompt = norm if fmt == "text" else norm[:-1]
+    return RowKeys(_digest(turns), _digest(norm), _digest(prompt))
+
+
+class DuplicateIndex:
+    """First line of every exact and normalised row seen so far (digests only)."""
+
+    def __init__(self) -> None:
+        self.exact: dict[bytes, int] = {}
+        self.near: dict[bytes, int] = {}
+
+    def check(self, line: int, keys: RowKeys) -> tuple[str, int] | None:
+        """('duplicate'|'near_duplicate', first line) or None, remembering new rows."""
+        first = self.exact.get(keys.exact)
+        if first is not None:
+            return "duplicate", first
+        self.exact[keys.exact] = line
+        first = self.near.get(keys.near)
+        if first is not None:
+            return "near_duplicate", first
+        self.near[keys.near] = line
+        return None
+
+
+def duplicate_message(kind: str, first: int) -> str:
+    if kind == "duplicate":
+        return f"exact duplicate of line {first}"
+    return f"duplicate of line {first} after ignoring case, whitespace and punctuation"
+
+
+# --------------------------------------------------------------------------- streaming
+
+@dataclass
+class ScannedLine:
+    line: int
+    offset: int
+    obj: Any = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScanCounts:
+    lines: int = 0
+    blank: int = 0
+    malformed: int = 0
+    bytes: int = 0
+
+
+def scan(path: Path, fmt: str, fields: dict, counts: ScanCounts,
+         hasher: Any = None) -> Iterator[ScannedLine]:
+    """Stream non-blank lines with their byte offsets, parsed and checked.
+
+    Blank lines are skipped, as the run-time loader skips them.
+    """
+    offset = 0
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            start, offset = offset, offset + len(raw)
+            counts.lines, counts.bytes = number, offset
+            if hasher is not None:
+                hasher.update(raw)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                counts.malformed += 1
+                yield ScannedLine(number, start, problems=[
+                    (f"not valid UTF-8 (byte {exc.start + 1} of the line); "
+                     "expected a UTF-8 encoded JSON object")])
+                continue
+            if not text.strip():
+                counts.blank += 1
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                counts.malformed += 1
+                yield ScannedLine(number, start, problems=[
+                    (f"not valid JSON: {exc.msg} (column {exc.colno}); "
+                     "expected one JSON object per line")])
+                continue
+            problems = row_problems(obj, fmt, fields)
+            if problems:
+                counts.malformed += 1
+            yield ScannedLine(number, start, obj, problems)
+
+
+# --------------------------------------------------------------------------- tokens
+
+class TokenCounter:
+    """Real token counts: the tokenizer's own chat template over the canonical messages."""
+
+    def __init__(self, path: str, fmt: str, fields: dict, system_prompt: str | None) -> None:
+        try:
+            from transformers import AutoTokenizer
+
+            self.tok = AutoTokenizer.from_pretrained(path)
+        except Exception as exc:  # noqa: BLE001 (any loading failure is the user's input)
+            raise DataToolError(f"cannot load a tokenizer from {path}: {exc}") from None
+        self.path, self.fmt, self.fields, self.system = path, fmt, fields, system_prompt
+
+    def _render(self, messages: list[dict], prompt_only: bool) -> str:
+        if prompt_only:
+            return self.tok.apply_chat_template(messages[:-1], tokenize=False,
+                                                add_generation_prompt=True)
+        return self.tok.apply_chat_template(messages, tokenize=False)
+
+    def count(self, objs: list[dict], with_prompt: bool = False
+              ) -> list[tuple[int, int | None]]:
+        """(templated tokens, prompt tokens incl. the generation prompt or None) per row."""
+        rows = [to_canonical(o, self.fmt, self.fields, self.system) for o in objs]
+        if self.fmt == "text":
+            ids = self.tok([r["text"] for r in rows])["input_ids"]
+            return [(len(x), None) for x in ids]
+        try:
+            full = [self._render(r["messages"], False) for r in rows]
+            prompts = [self._render(r["messages"], True) for r in rows] if with_prompt else []
+        except Exception as exc:  # noqa: BLE001 (template errors name the tokenizer)
+            raise DataToolError(f"the chat template of {self.path} failed: {exc}") from None
+        totals = [len(x) for x in self.tok(full, add_special_tokens=False)["input_ids"]]
+        if not with_prompt:
+            return [(t, None) for t in totals]
+        heads = [len(x) for x in self.tok(prompts, add_special_tokens=False)["input_ids"]]
+        return list(zip(totals, heads))
+
+
+# --------------------------------------------------------------------------- validate
+
+@dataclass
+class ValidationReport:
+    file: str
+    strict: bool
+    counts: ScanCounts
+    rows: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    max_tokens: int | None = None
+
+    @property
+    def errors(self) -> int:
+        return sum(p.severity == ERROR for p in self.problems)
+
+    @property
+    def warnings(self) -> int:
+        return sum(p.severity == WARNING for p in self.problems)
+
+    def kind_counts(self) -> dict:
+        by_kind = Counter(p.kind for p in self.problems)
+        return {"malformed_rows": self.counts.malformed,
+                "exact_duplicates": by_kind["duplicate"],
+                "normalised_duplicates": by_kind["near_duplicate"],
+                "too_long": by_kind["too_long"]}
+
+    def summary(self) -> str:
+        k = self.kind_counts()
+        state = "invalid" if self.errors else "ok"
+        text = (f"{self.file}: {state}: {self.rows} rows, {self.errors} errors, "
+                f"{self.warnings} warnings ({k['malformed_rows']} malformed, "
+                f"{k['exact_duplicates']} exact duplicates, {k['normalised_duplicates']} "
+                f"normalised duplicates, {k['too_long']} too long")
+        if self.max_tokens is not None:
+            text += f"; longest row {self.max_tokens} tokens"
+        return text + ")"
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "ok": not self.errors, "strict": self.strict,
+                "lines": self.counts.lines, "blank_lines": self.counts.blank,
+                "rows": self.rows, "valid_rows": self.rows - self.counts.malformed,
+                "errors": self.errors, "warnings": self.warnings, **self.kind_counts(),
+                "max_tokens": self.max_tokens,
+                "problems": [p.to_json() for p in self.problems]}
+
+
+def validate_file(path: Path, fmt: str, fields: dict, *, strict: bool = False,
+                  counter: TokenCounter | None = None,
+                  max_seq_length: int | None = None) -> ValidationReport:
+    """Every problem in the file with its line, in line order; nothing is loaded whole."""
+    name = str(path)
+    report = ValidationReport(name, strict, ScanCounts())
+    soft = ERROR if strict else WARNING
+    dups = DuplicateIndex()
+    pending: list[tuple[int, dict]] = []
+    problems = report.problems
+
+    def flush() -> None:
+        if not pending:
+            return
+        lengths = counter.count([obj for _, obj in pending])
+        for (line, _), (total, _) in zip(pending, lengths):
+            report.max_tokens = max(report.max_tokens or 0, total)
+            if max_seq_length is not None and total > max_seq_length:
+                problems.append(Problem(
+                    name, line, soft, "too_long",
+                    f"{total} tokens after the chat template, over --max-seq-length "
+                    f"{max_seq_length} (expected at most {max_seq_length})"))
+        pending.clear()
+
+    for item in scan(path, fmt, fields, report.counts):
+        report.rows += 1
+        if item.problems:
+            problems.extend(Problem(name, item.line, ERROR, "malformed", p)
+                            for p in item.problems)
+            continue
+        dup = dups.check(item.line, row_keys(item.obj, fmt, fields))
+        if dup:
+            problems.append(Problem(name, item.line, soft, dup[0],
+                                    duplicate_message(*dup), duplicate_of=dup[1]))
+        if counter is not None:
+            pending.append((item.line, item.obj))
+            if len(pending) >= TOKEN_BATCH:
+                flush()
+    if counter is not None:
+        flush()
+    if report.rows == 0:
+        problems.append(Problem(name, 0, ERROR, "empty", "no examples in file "
+                                "(expected at least one JSON object line)"))
+    problems.sort(key=lambda p: p.line)  # stable: a line's problems keep their order
+    return report
+
+
+# --------------------------------------------------------------------------- stats
+
+def _summary(values: array) -> dict | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]  # nearest rank
+    return {"mean": round(statistics.fmean(ordered), 2), "median": statistics.median(ordered),
+            "p95": p95, "max": ordered[-1]}
+
+
+def file_stats(path: Path, fmt: str, fields: dict,
+               counter: TokenCounter | None = None) -> dict:
+    """Length distributions and duplicate counts; malformed rows are counted and skipped."""
+    counts = ScanCounts()
+    dups = DuplicateIndex()
+    dup_counts: Counter = Counter()
+    chars: dict[str, array] = {k: array("l") for k in
+                               (("text",) if fmt == "text" else ("prompt", "response"))}
+    tokens: dict[str, array] = {k: array("l") for k in
+                                (("total",) if fmt == "text" else ("prompt", "response",
+                                                                   "total"))}
+    pending: list[dict] = []
+
+    def flush() -> None:
+        for total, head in counter.count(pending, with_prompt=fmt != "text"):
+            tokens["total"].append(total)
+            if head is not None:
+                tokens["prompt"].append(head)
+                tokens["response"].append(total - head)
+        pending.clear()
+
+    valid = 0
+    for item in scan(path, fmt, fields, counts):
+        if item.problems:
+            continue
+        valid += 1
+        turns = _turns(item.obj, fmt, fields)
+        if fmt == "text":
+            chars["text"].append(len(turns[0][1]))
+        else:
+            chars["prompt"].append(sum(len(text) for _, text in turns[:-1]))
+            chars["response"].append(len(turns[-1][1]))
+        dup = dups.check(item.line, row_keys(item.obj, fmt, fields))
+        if dup:
+            dup_counts[dup[0]] += 1
+        if counter is not None:
+            pending.append(item.obj)
+            if len(pending) >= TOKEN_BATCH:
+                flush()
+    if counter is not None:
+        flush()
+    return {"file": str(path), "format": fmt, "lines": counts.lines,
+            "blank_lines": counts.blank, "rows": valid, "malformed_rows": counts.malformed,
+            "duplicates": {"exact": dup_counts["duplicate"],
+                           "normalised": dup_counts["near_duplicate"]},
+            "chars": {k: _summary(v) for k, v in chars.items()},
+            "tokenizer": counter.path if counter else None,
+            "tokens": {k: _summary(v) for k, v in tokens.items()} if counter else None}
+
+
+# --------------------------------------------------------------------------- prepare
+
+class PrepareRefused(Exception):
+    """The input has malformed rows: nothing is written."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(p.render() for p in problems))
+
+
+def val_count(n: int, ratio: float) -> int:
+    """Validation rows for n rows, as `data.split` counts them (at least 1 when splitting)."""
+    n_val = round(n * ratio) if ratio > 0 else 0
+    if ratio > 0 and n > 1:
+        n_val = max(1, n_val)
+    return n_val
+
+
+def split_indices(n: int, ratio: float, seed: int, groups: list[bytes] | None
+                  ) -> tuple[list[int], list[int]]:
+    """Seeded shuffle, then validation from the end, as `data.split` does.
+
+    With `groups`, rows sharing a group (normalised prompt) go to the same side, so no
+    validation prompt is also a training prompt. Without, each row is its own group and the
+    result is exactly `data.split`'s.
+    """
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_val = val_count(n, ratio)
+    if groups is None:
+        return order[: n - n_val], order[n - n_val:]
+    sizes = Counter(groups)
+    in_val: dict[bytes, bool] = {}
+    taken = 0
+    for i in reversed(order):
+        g = groups[i]
+        if g in in_val:
+            continue
+        in_val[g] = taken + sizes[g] <= n_val
+        taken += sizes[g] if in_val[g] else 0
+    if n_val and not taken and len(sizes) > 1:
+        # Every group is larger than the validation share: use the smallest (latest) one.
+        first_seen: dict[bytes, int] = {}
+        for pos, i in enumerate(reversed(order)):
+            first_seen.setdefault(groups[i], pos)
+        in_val[min(sizes, key=lambda g: (sizes[g], first_seen[g]))] = True
+    train = [i for i in order if not in_val[groups[i]]]
+    val = [i for i in order if in_val[groups[i]]]
+    return train, val
+
+
+def subset_sizes(n_train: int, n_val: int, subset: int, ratio: float) -> tuple[int, int]:
+    """The seed's pilot: N training rows and validation in the same proportion (900/100)."""
+    want_val = max(1, round(subset * ratio / (1 - ratio))) if ratio > 0 else 0
+    return min(subset, n_train), min(want_val, n_val)
+
+
+def _write_rows(src: Any, offsets: array, indices: list[int], dest: Path,
+                convert: Any) -> dict:
+    """Copy rows by byte offset into dest atomically; returns rows and sha256."""
+    sha = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for i in indices:
+                src.seek(offsets[i])
+                raw = src.readline().rstrip(b"\r\n")
+                data = (convert(raw) if convert else raw) + b"\n"
+                sha.update(data)
+                out.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return {"rows": len(indices), "sha256": sha.hexdigest()}
+
+
+def prepare_file(path: Path, out_dir: Path, fmt: str, fields: dict, *, val_ratio: float = 0.1,
+                 seed: int = 42, subset: int | None = None, dedup: bool = True,
+                 system_prompt: str | None = None) -> tuple[dict, list[str]]:
+    """Deduplicate, split and subset `path` into `out_dir`; returns (manifest, warnings).
+
+    Memory holds byte offsets and digests only; rows are re-read by offset when written,
+    byte for byte (or as chat messages when a system prompt must be added).
+    """
+    path, out_dir = Path(path), Path(out_dir)
+    if system_prompt and fmt == "text":
+        raise DataToolError("--system-prompt needs chat rows: the text format has no roles")
+    for name in OUTPUT_NAMES + ("prepare.json",):
+        if (out_dir / name).resolve() == path.resolve():
+            raise DataToolError(f"{out_dir / name} is the input file; choose another --out")
+    counts = ScanCounts()
+    input_sha = hashlib.sha256()
+    dups = DuplicateIndex()
+    offsets, lines = array("q"), array("l")
+    prompts: list[bytes] = []
+    malformed: list[Problem] = []
+    dropped: list[dict] = []
+    kept_duplicates = 0
+    name = str(path)
+    for item in scan(path, fmt, fields, counts, input_sha):
+        if item.problems:
+            malformed.extend(Problem(name, item.line, ERROR, "malformed", p)
+                             for p in item.problems)
+            continue
+        keys = row_keys(item.obj, fmt, fields)
+        dup = dups.check(item.line, keys)
+        kept_duplicates += bool(dup) and not dedup
+        if dup and dedup:
+            dropped.append({"line": item.line, "duplicate_of": dup[1],
+                            "kind": "exact" if dup[0] == "duplicate" else "normalised"})
+            continue
+        offsets.append(item.offset)
+        lines.append(item.line)
+        prompts.append(keys.prompt)
+    del dups
+    if malformed:
+        raise PrepareRefused(malformed)
+    if not offsets:
+        raise PrepareRefused([Problem(name, 0, ERROR, "empty", "no examples in file "
+                                      "(expected at least one JSON object line)")])
+
+    n = len(offsets)
+    train, val = split_indices(n, val_ratio, seed, prompts if dedup else None)
+    val_prompts = {prompts[i] for i in val}
+    train_prompts = {prompts[i] for i in train}
+    shared = val_prompts & train_prompts
+    overlap = {"prompts": len(shared),
+               "train_rows": sum(prompts[i] in shared for i in train),
+               "val_rows": sum(prompts[i] in shared for i in val),
+               "val_lines": sorted(lines[i] for i in val if prompts[i] in shared)}
+    assert not (dedup and shared), "grouped split must keep prompts on one side"
+
+    warnings: list[str] = []
+    plan: dict[str, list[int]] = {"train.jsonl": train}
+    if val:
+        plan["val.jsonl"] = val
+    else:
+        warnings.append(f"no validation rows ({n} rows, --val-ratio {val_ratio}); "
+                        "val.jsonl not written")
+    if shared:
+        warnings.append(f"{len(shared)} normalised prompts appear in both train and val "
+                        f"({overlap['val_rows']} validation rows); use --dedup to prevent it")
+    requested_val = val_count(n, val_ratio)
+    if val and len(val) != requested_val:
+        warnings.append(f"validation has {len(val)} rows, not {requested_val}: rows sharing "
+                        "a prompt are kept on the same side")
+    if subset:
+        n_sub_train, n_sub_val = subset_sizes(len(train), len(val), subset, val_ratio)
+        if n_sub_train < subset:
+            warnings.append(f"--subset {subset} is more than the {len(train)} training rows; "
+                            "train_subset.jsonl holds all of them")
+        plan["train_subset.jsonl"] = train[:n_sub_train]
+        if n_sub_val:
+            plan["val_subset.jsonl"] = val[:n_sub_val]
+
+    convert = None
+    if system_prompt:
+        def convert(raw: bytes) -> bytes:
+            row = to_canonical(json.loads(raw), fmt, fields, system_prompt)
+            return json.dumps(row, ensure_ascii=False).encode("utf-8")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = {}
+    with open(path, "rb") as src:
+        for out_name, indices in plan.items():
+            outputs[out_name] = _write_rows(src, offsets, indices, out_dir / out_name, convert)
+    for stale in OUTPUT_NAMES:
+        if stale not in plan and (out_dir / stale).exists():
+            (out_dir / stale).unlink()
+            warnings.append(f"removed {out_dir / stale} left by an earlier prepare")
+
+    manifest = {
+        "tool": f"jessy data prepare {__version__}",
+        "input": {"path": name, "sha256": input_sha.hexdigest(), "bytes": counts.bytes,
+                  "lines": counts.lines, "blank_lines": counts.blank},
+        "format": fmt, "fields": fields,
+        "output_format": "messages" if system_prompt else fmt,
+        "system_prompt": system_prompt, "seed": seed, "val_ratio": val_ratio,
+        "dedup": dedup, "subset": subset,
+        "counts": {"rows": n + len(dropped), "duplicates_dropped": len(dropped),
+                   "duplicates_kept": kept_duplicates, "kept": n,
+                   "train": len(train), "val": len(val), "val_requested": requested_val,
+                   "train_subset": len(plan.get("train_subset.jsonl", [])) if subset else None,
+                   "val_subset": len(plan.get("val_subset.jsonl", [])) if subset else None},
+        "dropped_duplicates": dropped,
+        "overlap": overlap,
+        "outputs": outputs,
+    }
+    write_json_atomic(out_dir / "prepare.json", manifest)
+    return manifest, warnings
