@@ -134,7 +134,7 @@ def prepare_cmd(file, out_dir, val_ratio, seed, subset, dedup, fmt, prompt_field
                 response_field, messages_field, text_field, system_prompt):
     """Split FILE into seeded train/validation files (and a pilot subset) in --out.
 
-    Rows keep their original layout, byte for byte; with --system-prompt they are written as
+    Each row is copied as it is in FILE; with --system-prompt rows are written as
     chat messages with that system message first. Refuses (exit 2, every file:line) when
     FILE has malformed rows. prepare.json records counts, seed, sha256 of input and outputs,
     the dropped duplicates and any train/validation prompt overlap.

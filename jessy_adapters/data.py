@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .backend import PreparedData
 from .spec import Spec
@@ -99,7 +99,7 @@ def load_rows(path: Path, fmt: str, fields: dict, system_prompt: str | None = No
     rows, issues, extra = [], [], 0
     for number, line in iter_jsonl(path):
         try:
-            obj = json.loads(line)
+            obj = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             problem = f"not valid JSON: {exc.msg} (column {exc.colno})"
         else:

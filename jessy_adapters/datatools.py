@@ -14,14 +14,12 @@ import math
 import os
 import random
 import statistics
-import sys
 import tempfile
 import unicodedata
 from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -132,15 +130,21 @@ def _turns(obj: dict, fmt: str, fields: dict) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in obj[fields["messages"]]]
 
 
-@lru_cache(maxsize=1)
-def _punctuation_table() -> dict:
-    return {cp: None for cp in range(sys.maxunicode + 1)
-            if unicodedata.category(chr(cp)).startswith("P")}
+class _DropPunctuation(dict):
+    """str.translate table filled on first sight of each character (Unicode category P*)."""
+
+    def __missing__(self, cp: int) -> int | None:
+        keep = None if unicodedata.category(chr(cp)).startswith("P") else cp
+        self[cp] = keep
+        return keep
+
+
+_DROP_PUNCTUATION = _DropPunctuation()
 
 
 def normalise(text: str) -> str:
     """Case-, whitespace- and punctuation-blind form: 'Hi,  THERE!' == 'hi there'."""
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_punctuation_table())
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_DROP_PUNCTUATION)
     return " ".join(text.split())
 
 
@@ -239,7 +243,7 @@ def scan(path: Path, fmt: str, fields: dict, counts: ScanCounts,
                 counts.blank += 1
                 continue
             try:
-                obj = json.loads(text)
+                obj = json.loads(text.rstrip("\r\n"))  # errors then point into the line
             except json.JSONDecodeError as exc:
                 counts.malformed += 1
                 yield ScannedLine(number, start, problems=[
@@ -288,7 +292,7 @@ class TokenCounter:
         if not with_prompt:
             return [(t, None) for t in totals]
         heads = [len(x) for x in self.tok(prompts, add_special_tokens=False)["input_ids"]]
-        return list(zip(totals, heads))
+        return list(zip(totals, heads, strict=False))
 
 
 # --------------------------------------------------------------------------- validate
@@ -352,7 +356,7 @@ def validate_file(path: Path, fmt: str, fields: dict, *, strict: bool = False,
         if not pending:
             return
         lengths = counter.count([obj for _, obj in pending])
-        for (line, _), (total, _) in zip(pending, lengths):
+        for (line, _), (total, _) in zip(pending, lengths, strict=False):
             report.max_tokens = max(report.max_tokens or 0, total)
             if max_seq_length is not None and total > max_seq_length:
                 problems.append(Problem(

@@ -67,8 +67,8 @@ def render_fields() -> str:
     import tempfile
 
     from .contract import CORE_FIELDS, backend_fields
-    from .plugins import load_registry
     from .paths import SPECS_DIR
+    from .plugins import load_registry
 
     registry = load_registry()
     names = registry.names()

@@ -136,8 +136,8 @@ def evaluate_run(run_dir: Path, held_out: Path | None = None, general: Path | No
         held_answers = ev_.generate([q["prompt"] for q in held])
         gen_answers = ev_.generate([q["prompt"] for q in gen])
         val_answers = ev_.generate(valid_prompts)
-        held_ok = [_matches(a, q["expected"]) for a, q in zip(held_answers, held)]
-        gen_ok = [_matches(a, q["expected"]) for a, q in zip(gen_answers, gen)]
+        held_ok = [_matches(a, q["expected"]) for a, q in zip(held_answers, held, strict=False)]
+        gen_ok = [_matches(a, q["expected"]) for a, q in zip(gen_answers, gen, strict=False)]
         results["models"][label] = {
             "held_out_accuracy": sum(held_ok) / len(held_ok) if held_ok else None,
             "general_accuracy": sum(gen_ok) / len(gen_ok) if gen_ok else None,
@@ -145,8 +145,8 @@ def evaluate_run(run_dir: Path, held_out: Path | None = None, general: Path | No
             "validation_bleu": sacrebleu.corpus_bleu(val_answers, [references]).score
             if valid else None,
         }
-        answers[label] = {"held_out": list(zip(held_answers, held_ok)),
-                          "general": list(zip(gen_answers, gen_ok))}
+        answers[label] = {"held_out": list(zip(held_answers, held_ok, strict=False)),
+                          "general": list(zip(gen_answers, gen_ok, strict=False))}
     base, tuned = results["models"]["base"], results["models"]["tuned"]
     if base["general_accuracy"] is not None:
         results["general_drop"] = base["general_accuracy"] - tuned["general_accuracy"]

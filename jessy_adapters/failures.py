@@ -51,7 +51,8 @@ def classify_exit(returncode: int, log_tail: str) -> Failure:
     """Backend-neutral classification; plugins refine it with their own patterns first."""
     if returncode < 0 or returncode in (128 + 9, 128 + 15):
         signum = -returncode if returncode < 0 else returncode - 128
-        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else signum
+        known = signum in signal.Signals._value2member_map_
+        name = signal.Signals(signum).name if known else signum
         hint = " (the kernel's out-of-memory killer or a user)" if signum == 9 else ""
         return Failure(CRASHED, f"backend killed by {name}{hint}")
     if _OOM.search(log_tail):

@@ -15,6 +15,7 @@ from .paths import models_dir
 BUILTIN_PREFIX = "builtin:"
 BUILTINS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 READY = ".jessy-model.json"
+BUILD_VERSION = 2  # bump when the folder layout changes: older builds are rebuilt
 
 
 class ModelError(Exception):
@@ -28,7 +29,7 @@ def resolve_model(name_or_path: str, base_dir: Path | None = None, build: bool =
         if name not in BUILTINS:
             raise ModelError(f"unknown builtin model {name!r}; known: {', '.join(BUILTINS)}")
         path = models_dir() / name
-        if not (path / READY).is_file():
+        if not _is_current(path):
             if not build:
                 return str(path)
             build_smollm2(path)
@@ -41,6 +42,13 @@ def resolve_model(name_or_path: str, base_dir: Path | None = None, build: bool =
     if name_or_path.startswith((".", "/", "~")):
         raise ModelError(f"model folder not found: {name_or_path}")
     return name_or_path
+
+
+def _is_current(path: Path) -> bool:
+    try:
+        return json.loads((path / READY).read_text()).get("version") == BUILD_VERSION
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def find_smollm2_gguf() -> Path:
@@ -85,8 +93,13 @@ def build_smollm2(target: Path) -> Path:
     _standardise_tokenizer_config(tmp)
     cfg = json.loads((tmp / "config.json").read_text())
     cfg.setdefault("rope_theta", config.rope_theta)
+    # The weights are now plain fp32: keep no trace of the GGUF source, or transformers
+    # treats the folder as GGUF-quantised (and refuses to save merged models, for one).
+    cfg.pop("quantization_config", None)
+    cfg.pop("_model_name_or_path", None)
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-    (tmp / READY).write_text(json.dumps({"source": str(gguf), "builtin": target.name}))
+    (tmp / READY).write_text(json.dumps({"source": str(gguf), "builtin": target.name,
+                                         "version": BUILD_VERSION}))
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(target)

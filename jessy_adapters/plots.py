@@ -19,9 +19,9 @@ def plot_losses(events: list[dict], out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     backends = sorted({e.get("backend", "?") for e in events})
     if train:
-        ax.plot(*zip(*train), marker="o", ms=3, label="train loss")
+        ax.plot(*zip(*train, strict=False), marker="o", ms=3, label="train loss")
     if evals:
-        ax.plot(*zip(*evals), marker="s", ms=4, label="validation loss")
+        ax.plot(*zip(*evals, strict=False), marker="s", ms=4, label="validation loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title(f"loss ({', '.join(backends)})")

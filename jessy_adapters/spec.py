@@ -11,7 +11,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ class Spec:
         return hashlib.sha256(canon).hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str = "spec") -> dict:
     return json.loads(schema_path(name).read_text(encoding="utf-8"))
 
@@ -192,7 +192,8 @@ def _cross_field_issues(data: dict, lines: dict[str, int]) -> list[SpecIssue]:
     d = data.get("data") if isinstance(data.get("data"), dict) else {}
     if d.get("validation") and d.get("validation_split"):
         out.append(SpecIssue("/data/validation_split",
-                             "give either data.validation (a file) or data.validation_split, not both",
+                             "give either data.validation (a file) or "
+                             "data.validation_split, not both",
                              d.get("validation_split"), lines.get("/data/validation_split")))
     return out
 

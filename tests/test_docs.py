@@ -44,3 +44,14 @@ def test_readme_starts_with_the_two_fresh_machine_commands():
     head = "\n".join((ROOT / "README.md").read_text().splitlines()[:12])
     assert "bash scripts/quickstart" in head and "bash scripts/test" in head
     assert "bash scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_code_is_ruff_clean():
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    proc = subprocess.run([ruff, "check", "jessy_adapters", "plugins", "tests", "benchmarks"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]

@@ -51,15 +51,16 @@ def main(config_path: str) -> int:
     with open(config_path) as fh:
         cfg = yaml.safe_load(fh)
 
-    import mlx.core as mx
-    import mlx.nn as nn
-    import mlx.optimizers as optim
     import mlx_lm
     import numpy as np
     from mlx_lm import lora as mlx_lora
     from mlx_lm.tuner.callbacks import TrainingCallback
     from mlx_lm.tuner.datasets import load_dataset
     from mlx_lm.utils import load
+
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
 
     jessy = {k: cfg.pop(k) for k in list(cfg) if k.startswith("jessy_")}
     args = dict(mlx_lora.CONFIG_DEFAULTS)

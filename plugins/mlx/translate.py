@@ -36,7 +36,8 @@ def model_layer_count(model_path: str) -> int | None:
 def optimizer_steps(training: dict, n_train: int) -> int:
     if training["max_steps"]:
         return training["max_steps"]
-    per_epoch = math.ceil(n_train / (training["batch_size"] * training["gradient_accumulation_steps"]))
+    effective_batch = training["batch_size"] * training["gradient_accumulation_steps"]
+    per_epoch = math.ceil(n_train / effective_batch)
     return max(1, math.ceil(training["epochs"] * per_epoch))
 
 

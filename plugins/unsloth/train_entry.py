@@ -48,11 +48,12 @@ def main(config_path: str) -> int:
     with open(config_path) as fh:
         cfg = json.load(fh)
 
-    import unsloth  # noqa: F401  (must be imported before transformers/trl)
     import torch
     from datasets import load_dataset
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
+
+    import unsloth  # noqa: F401  (must be imported before transformers/trl)
     from unsloth import FastLanguageModel
     from unsloth.chat_templates import train_on_responses_only
 

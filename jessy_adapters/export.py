@@ -1,0 +1,239 @@
+"""`jessy export RUN_DIR`: merge the PEFT adapter, convert to GGUF, write an Ollama Modelfile.
+
+GGUF conversion uses llama.cpp's own converter (convert_hf_to_gguf.py + gguf-py), taken
+from the llama-cpp-python sdist on the package registry and kept under
+$JESSY_HOME/tools; f16 and q8_0 need no compiled code. q4_k_m needs llama.cpp's quantiser
+(llama-cpp-python, which compiles llama.cpp). Each GGUF is verified by loading it back and
+answering a question with the chat template it carries.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from .jsonio import write_json_atomic
+from .paths import jessy_home
+
+LLAMA_CPP_PYTHON = "0.3.36"
+NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+PURE_PYTHON_TYPES = ("f16", "q8_0")
+
+CHATML_TEMPLATE = (
+    "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
+    "{{ if .Prompt }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n{{ end }}"
+    "<|im_start|>assistant\n{{ .Response }}<|im_end|>\n")
+GEMMA_TEMPLATE = (
+    "<start_of_turn>user\n{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}<end_of_turn>\n"
+    "<start_of_turn>model\n{{ .Response }}<end_of_turn>\n")
+FAMILIES = {"chatml": (CHATML_TEMPLATE, "<|im_end|>"), "gemma": (GEMMA_TEMPLATE,
+                                                                 "<end_of_turn>")}
+OLLAMA_INSTRUCTIONS = {"FROM", "ADAPTER", "TEMPLATE", "SYSTEM", "PARAMETER", "MESSAGE",
+                       "LICENSE", "REQUIRES"}
+OLLAMA_PARAMETERS = {"temperature", "top_p", "top_k", "min_p", "num_ctx", "num_predict",
+                     "repeat_penalty", "repeat_last_n", "seed", "stop"}
+
+
+class ExportError(Exception):
+    pass
+
+
+def converter_dir() -> Path:
+    """llama.cpp's converter, fetched once from the llama-cpp-python sdist."""
+    target = jessy_home() / "tools" / f"llama.cpp-{LLAMA_CPP_PYTHON}"
+    if (target / "convert_hf_to_gguf.py").is_file():
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:",
+                               "--no-deps", "-q", "-d", tmp,
+                               f"llama-cpp-python=={LLAMA_CPP_PYTHON}"],
+                              capture_output=True, text=True)
+        sdists = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        if proc.returncode != 0 or not sdists:
+            raise ExportError("could not download the llama-cpp-python sdist for llama.cpp's "
+                              f"converter: {proc.stderr.strip()[-500:]}")
+        prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"
+        staging = Path(tmp) / "x"
+        with tarfile.open(sdists[0]) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(prefix) and any(
+                m.name[len(prefix):].startswith(n) for n in NEEDED)]
+            tar.extractall(staging, members=members, filter="data")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(staging / prefix), str(target))
+    return target
+
+
+def merge(model_path: str, adapter: Path, out: Path) -> Path:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(model_path).save_pretrained(out)
+    return out
+
+
+def to_gguf(merged: Path, outtype: str, out_file: Path) -> Path:
+    if outtype == "q4_k_m":
+        return _quantise_q4_k_m(merged, out_file)
+    if outtype not in PURE_PYTHON_TYPES:
+        raise ExportError(f"unknown GGUF type {outtype}")
+    tools = converter_dir()
+    proc = subprocess.run([sys.executable, str(tools / "convert_hf_to_gguf.py"), str(merged),
+                           "--outtype", outtype, "--outfile", str(out_file)],
+                          capture_output=True, text=True, cwd=tools)
+    if proc.returncode != 0 or not out_file.is_file():
+        raise ExportError(f"llama.cpp converter failed ({outtype}): "
+                          f"{proc.stderr.strip().splitlines()[-1:]}")
+    return out_file
+
+
+def _quantise_q4_k_m(merged: Path, out_file: Path) -> Path:
+    try:
+        import llama_cpp  # type: ignore
+    except ImportError:
+        raise ExportError("q4_k_m needs llama.cpp's quantiser: pip install "
+                          f"llama-cpp-python=={LLAMA_CPP_PYTHON} (compiles llama.cpp; long on "
+                          "2 cores), then run export again; f16 and q8_0 need nothing") from None
+    f16 = out_file.with_name(out_file.stem + ".source-f16.gguf")
+    to_gguf(merged, "f16", f16)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    rc = llama_cpp.llama_model_quantize(str(f16).encode(), str(out_file).encode(), params)
+    f16.unlink(missing_ok=True)
+    if rc != 0:
+        raise ExportError(f"llama.cpp quantise to q4_k_m failed (code {rc})")
+    return out_file
+
+
+def answer_from_gguf(gguf_file: Path, question: str, system: str | None,
+                     max_new_tokens: int = 32) -> str:
+    """Load the GGUF back (transformers' GGUF reader) and answer with its own template."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name,
+                                                 dtype=torch.float32)
+    msgs = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question}]
+    ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt",
+                                  return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.eos_token_id)
+    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def template_family(chat_template: str | None, spec_choice: str) -> str:
+    if spec_choice in FAMILIES:
+        return spec_choice
+    text = chat_template or ""
+    if "<|im_start|>" in text:
+        return "chatml"
+    if "<start_of_turn>" in text:
+        return "gemma"
+    raise ExportError("cannot tell the chat template family for the Modelfile; set "
+                      "model.chat_template to chatml or gemma")
+
+
+def modelfile_text(gguf_name: str, family: str, system: str | None, parameters: dict) -> str:
+    template, stop = FAMILIES[family]
+    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
+    for key, value in parameters.items():
+        lines.append(f"PARAMETER {key} {value}")
+    lines.append(f'PARAMETER stop "{stop}"')
+    if system:
+        lines.append(f'SYSTEM """{system}"""')
+    return "\n".join(lines) + "\n"
+
+
+def validate_modelfile(path: Path) -> list[str]:
+    """Problems with a Modelfile, checked against Ollama's documented grammar."""
+    problems, text = [], path.read_text()
+    i, lines = 0, text.splitlines()
+    seen_from = False
+    while i < len(lines):
+        line = lines[i].strip()
+        i += 1
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        if word.upper() not in OLLAMA_INSTRUCTIONS:
+            problems.append(f"{path}:{i}: unknown instruction {word}")
+            continue
+        if rest.startswith('"""') and not (rest.endswith('"""') and len(rest) >= 6):
+            while i < len(lines) and not lines[i].rstrip().endswith('"""'):
+                i += 1
+            i += 1
+        if word.upper() == "FROM":
+            seen_from = True
+            target = (path.parent / rest.strip()).resolve()
+            if rest.startswith((".", "/")) and not target.is_file():
+                problems.append(f"{path}:{i}: FROM file not found: {rest}")
+        if word.upper() == "PARAMETER":
+            name = rest.split(" ", 1)[0]
+            if name not in OLLAMA_PARAMETERS:
+                problems.append(f"{path}:{i}: unknown PARAMETER {name}")
+    if not seen_from:
+        problems.append(f"{path}: no FROM line")
+    return problems
+
+
+def export_run(run_dir: Path, gguf_types: list[str] | None = None, ollama: bool = True,
+               verify: bool = True, question: str | None = None) -> dict:
+    import yaml
+
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "run.json").read_text())
+    if manifest.get("status") != "succeeded":
+        raise ExportError(f"{run_dir}: no successful run to export")
+    spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    export_spec = spec.get("export", {})
+    types = gguf_types or export_spec.get("gguf") or ["f16"]
+    out = run_dir / "export"
+    out.mkdir(exist_ok=True)
+    system = spec.get("data", {}).get("system_prompt")
+    question = question or "Who are you?"
+    record: dict = {"run": str(run_dir), "gguf": [], "modelfile": None,
+                    "converter": f"llama.cpp convert_hf_to_gguf.py from llama-cpp-python "
+                                 f"{LLAMA_CPP_PYTHON}"}
+    start = time.monotonic()
+    merged = merge(manifest["model_path"], run_dir / "adapter", out / "merged")
+    record["merged"] = str(merged)
+    for kind in types:
+        path = to_gguf(merged, kind, out / f"model-{kind}.gguf")
+        entry = {"type": kind, "path": path.name, "bytes": path.stat().st_size}
+        if verify:
+            entry["question"] = question
+            entry["answer"] = answer_from_gguf(path, question, system)
+            entry["verified_by"] = "transformers GGUF loader + the GGUF's chat template"
+        record["gguf"].append(entry)
+    if ollama:
+        from transformers import AutoTokenizer
+
+        family = template_family(AutoTokenizer.from_pretrained(merged).chat_template,
+                                 spec.get("model", {}).get("chat_template", "auto"))
+        params = export_spec.get("ollama", {}).get("parameters") or {}
+        chosen = record["gguf"][-1]["path"]
+        mf = out / "Modelfile"
+        mf.write_text(modelfile_text(chosen, family, system, params))
+        problems = validate_modelfile(mf)
+        if problems:
+            raise ExportError("\n".join(problems))
+        name = export_spec.get("ollama", {}).get("model_name") or spec.get("name") or "jessy"
+        record["modelfile"] = {"path": "export/Modelfile", "family": family,
+                               "import": f"cd {out} && ollama create {name} -f Modelfile",
+                               "ollama_server": shutil.which("ollama") is not None}
+    record["seconds"] = round(time.monotonic() - start, 1)
+    write_json_atomic(out / "export.json", record)
+    return record
