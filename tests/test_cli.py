@@ -107,12 +107,23 @@ def test_run_with_a_missing_environment_fails_with_the_fix(tmp_path, clean_home,
     assert "unavailable" in proc.stderr and "jessy env create mlx" in proc.stderr
 
 
-def test_plan_shows_the_chain(tmp_path, toy_data):
+def test_plan_shows_the_chain(tmp_path, toy_data, clean_home):
     path = write_spec(tmp_path / "s.yaml",
                       f"model:\n  name_or_path: {tmp_path}\ndata:\n  train: {toy_data}\n")
     rows = json.loads(jessy("plan", "--plan", "A", path, "--json", check=True).stdout)
     assert [r["backend"] for r in rows] == ["unsloth", "llamafactory", "mlx"]
-    assert rows[0]["can_run"] is False and "no backend named 'unsloth'" in rows[0]["reason"]
+    for row in rows:
+        assert row["can_run"] is False
+        assert f"jessy env create {row['backend']}" in row["reason"]
+    text = jessy("plan", "--plan", "A", path, check=True).stdout
+    assert "would train on: nothing" in text
+
+
+def test_plan_names_the_first_runnable_backend(tmp_path, toy_data, mlx_env):
+    path = write_spec(tmp_path / "s.yaml",
+                      f"model:\n  name_or_path: {tmp_path}\ndata:\n  train: {toy_data}\n")
+    text = jessy("plan", "--plan", "C", path, check=True).stdout
+    assert "-> 1. mlx" in text and "would train on: mlx" in text
 
 
 def test_run_requires_a_backend_or_plan(tmp_path, toy_data):

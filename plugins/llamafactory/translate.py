@@ -1,0 +1,179 @@
+"""Spec -> LLaMA-Factory's YAML (the keys `llamafactory-cli train` reads) + dataset_info.json.
+
+Meaning, not names: LLaMA-Factory turns gradient checkpointing OFF with
+`disable_gradient_checkpointing` (its `gradient_checkpointing: false` is ignored); its
+`lora_alpha` is PEFT's alpha; rows with a system turn need the sharegpt format with tags;
+`train_on_prompt` is the inverse of masking the prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from jessy_adapters.backend import Refusal, RunInputs
+
+SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_8bit", "adam": "adamw_torch",
+              "sgd": "sgd"}
+SHAREGPT_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                 "assistant_tag": "assistant", "system_tag": "system"}
+
+
+def template_name(model_path: str, choice: str) -> str | None:
+    """LLaMA-Factory template for the model's chat format (None: let it read the tokenizer's)."""
+    if choice == "chatml":
+        return "chatml"
+    if choice == "gemma":
+        return "gemma2"
+    cfg = Path(model_path) / "tokenizer_config.json"
+    text = cfg.read_text() if cfg.is_file() else ""
+    jinja = Path(model_path) / "chat_template.jinja"
+    if jinja.is_file():
+        text += jinja.read_text()
+    if "<|im_start|>" in text:
+        return "chatml"  # plain ChatML: no injected default system prompt (smollm2's has one)
+    if "<start_of_turn>" in text:
+        return "gemma2"
+    return None
+
+
+def dataset_info(data_format: str, train: Path, validation: Path | None) -> dict:
+    """Absolute file names: LLaMA-Factory joins them to dataset_dir, which keeps them."""
+    if data_format == "text":
+        entry = {"formatting": "alpaca", "columns": {"prompt": "text"}}
+    else:
+        entry = {"formatting": "sharegpt", "columns": {"messages": "messages"},
+                 "tags": SHAREGPT_TAGS}
+    info = {"jessy_train": {"file_name": str(train), **entry}}
+    if validation is not None:
+        info["jessy_valid"] = {"file_name": str(validation), **entry}
+    return info
+
+
+def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on_gpu: bool
+                     ) -> tuple[dict, list[Refusal], list[str], dict, int]:
+    m, t, lora, d = spec["model"], spec["training"], spec["lora"], spec["data"]
+    refusals: list[Refusal] = []
+    notes: list[str] = []
+    carried: dict[str, str] = {}
+    method = spec["method"]
+    if inputs.data.format == "text":
+        refusals.append(Refusal("/data/format", "text rows: LLaMA-Factory's sft stage needs "
+                                                "prompt/response or messages"))
+    cfg: dict = {
+        "stage": "sft",
+        "do_train": True,
+        "model_name_or_path": inputs.model_path,
+        "trust_remote_code": m["trust_remote_code"],
+        "dataset": "jessy_train",
+        "dataset_dir": data_dir,
+        "cutoff_len": m["max_seq_length"],
+        "overwrite_cache": True,
+        "preprocessing_num_workers": 1,
+        "output_dir": output_dir,
+        "overwrite_output_dir": False,  # True would silently restart instead of resuming
+        "logging_steps": t["logging_steps"],
+        "plot_loss": True,
+        "report_to": "none",
+        "per_device_train_batch_size": t["batch_size"],
+        "gradient_accumulation_steps": t["gradient_accumulation_steps"],
+        "learning_rate": t["learning_rate"],
+        "num_train_epochs": float(t["epochs"]),
+        "lr_scheduler_type": SCHEDULERS[t["lr_scheduler"]],
+        "warmup_steps": t["warmup_steps"],
+        "weight_decay": t["weight_decay"],
+        "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
+        "optim": OPTIMIZERS[t["optimizer"]],
+        "seed": t["seed"],
+        "data_seed": t["seed"],
+        "include_num_input_tokens_seen": True,
+        "train_on_prompt": not d["train_on_responses_only"],
+        "disable_gradient_checkpointing": not t["gradient_checkpointing"],
+    }
+    if t["max_steps"]:
+        cfg["max_steps"] = t["max_steps"]
+    template = template_name(inputs.model_path, m["chat_template"])
+    if template:
+        cfg["template"] = template
+    if inputs.data.validation:
+        cfg["eval_dataset"] = "jessy_valid"
+        cfg["per_device_eval_batch_size"] = t["batch_size"]
+        cfg["eval_strategy"] = "steps" if t["eval_steps"] else "epoch"
+        if t["eval_steps"]:
+            cfg["eval_steps"] = t["eval_steps"]
+    else:
+        cfg["eval_strategy"] = "no"
+    if t["save_steps"]:
+        cfg["save_strategy"] = "steps"
+        cfg["save_steps"] = t["save_steps"]
+    else:
+        cfg["save_strategy"] = "no"
+    if t["optimizer"] == "adam" and t["weight_decay"]:
+        refusals.append(Refusal("/training/weight_decay",
+                                "optimizer adam has no weight decay; use adamw"))
+    if t["optimizer"] == "adamw_8bit" and not on_gpu:
+        notes.append("adamw_8bit on CPU: bitsandbytes' 8-bit optimizer needs CUDA; using "
+                     "adamw_torch")
+        cfg["optim"] = "adamw_torch"
+
+    precision = t["precision"] if t["precision"] != "auto" else {
+        "bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(m["dtype"], "auto")
+    if precision in ("bf16", "fp16") and not on_gpu:
+        refusals.append(Refusal("/training/precision",
+                                f"{precision} on CPU: LLaMA-Factory refuses bf16 there and "
+                                "fp16 needs a GPU (bf16 ran 170 s/step on this CPU)"))
+    cfg["bf16"] = precision == "bf16"
+    cfg["fp16"] = precision == "fp16"
+    if m["attn_implementation"] != "auto":
+        cfg["flash_attn"] = {"eager": "disabled", "sdpa": "sdpa",
+                             "flash_attention_2": "fa2"}[m["attn_implementation"]]
+
+    if method == "full":
+        refusals.append(Refusal("/method", "full fine-tuning outputs are not normalised by "
+                                           "jessy yet (only PEFT adapters are)"))
+    cfg["finetuning_type"] = "lora"
+    if method == "qlora":
+        cfg["quantization_bit"] = 4
+        cfg["quantization_method"] = "bnb"
+    cfg["lora_rank"] = lora["r"]
+    cfg["lora_alpha"] = lora["alpha"]
+    cfg["lora_dropout"] = lora["dropout"]
+    cfg["use_rslora"] = lora["use_rslora"]
+    cfg["lora_target"] = ("all" if lora["target_modules"] == "all-linear"
+                          else ",".join(lora["target_modules"]))
+    if lora["layers"] != "all":
+        refusals.append(Refusal("/lora/layers", "LLaMA-Factory's LoRA has no per-layer "
+                                                "selection (lora_target names modules only)"))
+
+    carried.update({
+        "/model/name_or_path": "model_name_or_path", "/model/chat_template": "template",
+        "/model/max_seq_length": "cutoff_len", "/model/dtype": "bf16/fp16",
+        "/model/trust_remote_code": "trust_remote_code",
+        "/model/attn_implementation": "flash_attn (disabled/sdpa/fa2)",
+        "/data/train_on_responses_only": "train_on_prompt (inverted)",
+        "/method": "finetuning_type: lora (+ quantization_bit: 4 for qlora)",
+        "/lora/r": "lora_rank", "/lora/alpha": "lora_alpha (same meaning)",
+        "/lora/dropout": "lora_dropout", "/lora/target_modules": "lora_target (all = all-linear)",
+        "/lora/layers": "refused unless all", "/lora/use_rslora": "use_rslora",
+        "/training/epochs": "num_train_epochs", "/training/max_steps": "max_steps",
+        "/training/batch_size": "per_device_train_batch_size",
+        "/training/gradient_accumulation_steps": "gradient_accumulation_steps",
+        "/training/learning_rate": "learning_rate", "/training/lr_scheduler": "lr_scheduler_type",
+        "/training/warmup_steps": "warmup_steps", "/training/weight_decay": "weight_decay",
+        "/training/max_grad_norm": "max_grad_norm (0 = off)", "/training/optimizer": "optim",
+        "/training/seed": "seed, data_seed",
+        "/training/gradient_checkpointing": "disable_gradient_checkpointing (inverted)",
+        "/training/precision": "bf16/fp16", "/training/logging_steps": "logging_steps",
+        "/training/eval_steps": "eval_strategy/eval_steps",
+        "/training/save_steps": "save_strategy/save_steps"})
+    total = t["max_steps"] or max(1, math.ceil(
+        t["epochs"] * math.ceil(inputs.data.n_train / t["batch_size"])
+        / t["gradient_accumulation_steps"]))
+    return cfg, refusals, notes, carried, total
+
+
+def dataset_info_json(inputs: RunInputs) -> str:
+    return json.dumps(dataset_info(inputs.data.format, inputs.data.train, inputs.data.validation),
+                      indent=2)
