@@ -41,6 +41,8 @@ class RunInputs:
     model_path: str
     data: PreparedData
     require_accelerator: bool = False
+    resume_from: Path | None = None
+    """An earlier attempt folder of the same backend whose checkpoints the run continues."""
 
 
 @dataclass

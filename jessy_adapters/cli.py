@@ -229,27 +229,44 @@ def translate(backend, out, spec):
 
 
 @cli.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(dir_okay=False), required=False)
 @click.option("--backend", "-b", help="Backend to try first.")
 @click.option("--plan", type=click.Choice(["A", "B", "C", "D"]), help="A named chain.")
 @click.option("--fallback", help="Comma-separated backends to try after the first.")
 @click.option("--no-fallback", is_flag=True, help="Try only --backend.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
+              default=None, help="Continue this run directory from its last checkpoint.")
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
               help="Parent folder for the run directory (default: spec output.dir, ./runs).")
 @click.option("--require-gpu", is_flag=True, help="Refuse backends without an accelerator.")
 @click.option("--timeout", type=float, default=None, help="Seconds per attempt.")
 @click.option("--json", "as_json", is_flag=True, help="Print run.json at the end.")
-def run(spec, backend, plan, fallback, no_fallback, output, require_gpu, timeout, as_json):
+def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_gpu, timeout,
+        as_json):
     """Train SPEC on a backend, falling back along the chain; print the run directory.
 
     \b
     Example:
       jessy run --backend mlx specs/examples/quickstart.yaml
       jessy run --backend unsloth --fallback mlx specs/examples/jessy-seed.yaml
+      jessy run --resume runs/20261124-200213-quickstart-0040
     """
     from .plans import PlanError, chain_for
-    from .runner import Runner
+    from .runner import ResumeError, Runner
 
+    runner = Runner(_registry(), console=lambda m: click.echo(m, err=True), timeout=timeout)
+    if resume_dir:
+        if spec or backend or plan or fallback:
+            raise click.UsageError("--resume continues a run as it was: give no SPEC, "
+                                   "--backend, --plan or --fallback")
+        try:
+            result = runner.resume(Path(resume_dir), require_accelerator=require_gpu)
+        except ResumeError as exc:
+            raise click.ClickException(str(exc)) from None
+        _report(result, as_json)
+        return
+    if not spec:
+        raise click.UsageError("give a SPEC (or --resume RUN_DIR)")
     loaded = _load_spec_or_exit(spec)
     try:
         chain = chain_for(backend, plan,
@@ -259,8 +276,12 @@ def run(spec, backend, plan, fallback, no_fallback, output, require_gpu, timeout
         raise click.UsageError(str(exc)) from None
     require = require_gpu or loaded["requirements"]["accelerator"] == "required"
     parent = Path(output or loaded["output"]["dir"])
-    runner = Runner(_registry(), console=lambda m: click.echo(m, err=True), timeout=timeout)
     result = runner.run(loaded, chain, parent, require_accelerator=require)
+    _report(result, as_json)
+
+
+def _report(result, as_json: bool) -> None:
+    """The run directory on stdout, a one-line verdict on stderr, the exit code."""
     m = result.manifest
     if as_json:
         click.echo(json.dumps(m, indent=2))

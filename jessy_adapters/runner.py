@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import failures
-from .backend import Backend, RunInputs, TranslationRefused
+from .backend import Backend, PreparedData, RunInputs, TranslationRefused
 from .data import DataError, prepare
 from .envs import BackendEnv
 from .failures import Failure
@@ -66,7 +66,39 @@ class Runner:
             run.finish("failed")
             self.console(f"error: {exc}")
             return run
-        for number, name in enumerate(chain, 1):
+        return self._chain(spec, inputs, run, chain, first_number=1)
+
+    def resume(self, run_dir: Path, require_accelerator: bool = False) -> RunDir:
+        """Continue a failed or interrupted run on the backend that was running, from its
+        last checkpoint, with the same prepared data (same order)."""
+        from .spec import spec_from_dict
+
+        run = RunDir.open(Path(run_dir).resolve())
+        m = run.manifest
+        if m["status"] == "succeeded":
+            raise ResumeError(f"{run.path} already succeeded; nothing to resume")
+        started = [a for a in m["attempts"] if a.get("dir")]
+        if not started:
+            raise ResumeError(f"{run.path}: no attempt got far enough to resume")
+        last = started[-1]
+        base = Path(m["spec_file"]).parent if m.get("spec_file") else run.path
+        spec = spec_from_dict(yaml_load(run.path / "spec.yaml"), base)
+        data = prepared_from_manifest(run)
+        inputs = RunInputs(model_path=m["model_path"], data=data,
+                           require_accelerator=require_accelerator,
+                           resume_from=run.path / last["dir"])
+        m["status"] = "running"
+        m["finished"] = None
+        m.setdefault("resumed", []).append({"at": _now(), "from_attempt": last["number"]})
+        run.save()
+        self.console(f"resuming {run.path} on {last['backend']} from {last['dir']}")
+        return self._chain(spec, inputs, run, [last["backend"]],
+                           first_number=len(m["attempts"]) + 1)
+
+    def _chain(self, spec: Spec, inputs: RunInputs, run: RunDir, chain: list[str],
+               first_number: int) -> RunDir:
+        for offset, name in enumerate(chain):
+            number = first_number + offset
             failure = self._attempt(spec, inputs, run, number, name)
             if failure is None:
                 run.manifest["winner"] = name
@@ -78,9 +110,9 @@ class Runner:
             run.save()
             if failure.kind not in failures.FALLBACK_HELPS:
                 break
-            if number < len(chain):
+            if offset + 1 < len(chain):
                 self.console(f"{name}: {failure.kind}: {failure.reason}")
-                self.console(f"falling back to {chain[number]}")
+                self.console(f"falling back to {chain[offset + 1]}")
         status = "interrupted" if run.manifest["failure"]["kind"] == failures.INTERRUPTED \
             else "failed"
         run.finish(status)
@@ -292,6 +324,22 @@ class Runner:
                         return
 
         threading.Thread(target=insist, daemon=True).start()
+
+
+class ResumeError(Exception):
+    pass
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def prepared_from_manifest(run: RunDir) -> PreparedData:
+    d = run.manifest["data"]
+    return PreparedData(Path(d["train"]), Path(d["validation"]) if d["validation"] else None,
+                        d["format"], d["n_train"], d["n_validation"])
 
 
 def _non_finite(event: dict) -> str | None:

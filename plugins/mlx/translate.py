@@ -41,6 +41,16 @@ def optimizer_steps(training: dict, n_train: int) -> int:
     return max(1, math.ceil(training["epochs"] * per_epoch))
 
 
+def latest_checkpoint(adapter_dir: Path) -> tuple[int, Path | None]:
+    """The newest `NNNNNNN_adapters.safetensors` mlx-lm saved, with its iteration."""
+    best: tuple[int, Path | None] = (0, None)
+    for path in adapter_dir.glob("*_adapters.safetensors"):
+        head = path.name.split("_", 1)[0]
+        if head.isdigit() and int(head) > best[0]:
+            best = (int(head), path)
+    return best
+
+
 def lr_schedule(training: dict, total_steps: int) -> dict | None:
     """HF-style schedules (warmup from 0, then decay to 0 at the last step) in MLX terms."""
     lr, warmup, name = training["learning_rate"], training["warmup_steps"], training["lr_scheduler"]
@@ -113,6 +123,18 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
 
     total = optimizer_steps(t, n_train)
     cfg["iters"] = total * accum
+    if inputs.resume_from is not None:
+        done, checkpoint = latest_checkpoint(inputs.resume_from / "adapters")
+        if checkpoint is None:
+            refusals.append(Refusal("/training/save_steps",
+                                    f"no MLX checkpoint in {inputs.resume_from} to resume "
+                                    "from; set training.save_steps so runs leave some"))
+        else:
+            cfg["resume_adapter_file"] = str(checkpoint)
+            cfg["iters"] = max(accum, cfg["iters"] - done)
+            notes.append(f"resuming from {checkpoint.name} (iteration {done}): mlx-lm restores "
+                         "the adapter weights only; optimizer state and the LR schedule "
+                         "restart")
     carried["/training/epochs"] = "iters (= ceil(epochs*rows/(batch*accum)) * accum)"
     carried["/training/max_steps"] = "iters (= max_steps * grad_accumulation_steps)"
     per_epoch_iters = math.ceil(n_train / t["batch_size"])

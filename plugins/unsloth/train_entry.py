@@ -117,9 +117,7 @@ def main(config_path: str) -> int:
         instruction, response = markers_for(tokenizer.chat_template)
         trainer = train_on_responses_only(trainer, instruction_part=instruction,
                                           response_part=response)
-    resume = any(n.startswith("checkpoint-") for n in os.listdir(sft["output_dir"])) \
-        if os.path.isdir(sft["output_dir"]) else False
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=data.get("resume_from_checkpoint"))
     adapter_dir = os.path.join(sft["output_dir"], "adapter")
     model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)

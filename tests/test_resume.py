@@ -1,0 +1,97 @@
+"""Interrupt a real run, then `jessy run --resume`: it continues from the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import require_env, write_spec
+
+from jessy_adapters import failures
+from jessy_adapters.plugins import load_registry
+from jessy_adapters.runner import ResumeError, Runner
+from jessy_adapters.spec import load_spec
+
+
+def spec_for(tmp_path, model, data, steps, save):
+    return load_spec(write_spec(tmp_path / "spec.yaml", f"""\
+name: resume-test
+model:
+  name_or_path: {model}
+  max_seq_length: 128
+data:
+  train: {data}
+  validation_split: 0.25
+lora:
+  r: 4
+  alpha: 8
+training:
+  max_steps: {steps}
+  batch_size: 4
+  learning_rate: 0.01
+  logging_steps: 1
+  save_steps: {save}
+  eval_steps: 100
+  lr_scheduler: constant
+"""))
+
+
+def interrupt_after(runner: Runner, tmp_path, backend: str, step: int, run_fn):
+    """Run in a thread; stop it like Ctrl-C once `backend` has logged `step`."""
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(run=run_fn()))
+    thread.start()
+    deadline = time.monotonic() + 300
+    while thread.is_alive() and time.monotonic() < deadline:
+        for metrics in (tmp_path / "runs").glob("*/metrics.jsonl"):
+            steps = [json.loads(x).get("step", 0) for x in metrics.read_text().splitlines()
+                     if f'"backend": "{backend}"' in x and '"loss"' in x]
+            if steps and max(steps) >= step:
+                runner._stop(failures.INTERRUPTED)
+        time.sleep(0.2)
+    thread.join(timeout=120)
+    return box["run"]
+
+
+@pytest.mark.parametrize("backend", ["mlx", "unsloth"])
+def test_interrupted_run_resumes_from_its_checkpoint(backend, tmp_path, tiny_model, toy_data):
+    require_env(backend)
+    spec = spec_for(tmp_path, tiny_model, toy_data, steps=24, save=4)
+    runner = Runner(load_registry(), console=lambda m: None)
+    first = interrupt_after(runner, tmp_path, backend, 9,
+                            lambda: runner.run(spec, [backend], tmp_path / "runs"))
+    m = first.manifest
+    assert m["status"] == "interrupted", m
+    assert m["attempts"][0]["failure"]["kind"] == "interrupted"
+
+    resumed = Runner(load_registry(), console=lambda m: None).resume(first.path)
+    m = resumed.manifest
+    assert m["status"] == "succeeded", m["failure"]
+    assert [a["backend"] for a in m["attempts"]] == [backend, backend]
+    assert any("resuming from" in n for n in m["attempts"][1]["notes"])
+    assert m["resumed"][0]["from_attempt"] == 1
+    events = [json.loads(x) for x in (resumed.path / "metrics.jsonl").open()]
+    second = [e for e in events if e["attempt"] == 2 and e.get("loss") is not None]
+    assert second, "the resumed attempt logged nothing"
+    if backend == "unsloth":
+        # HF checkpoints restore the step counter: the resumed attempt starts after step 8
+        assert second[0]["step"] > 8 and second[-1]["step"] == 24
+    else:
+        # mlx-lm restores weights only: fewer iterations remain, counted from 1 again
+        assert len(second) <= 24 - 8
+    assert (resumed.path / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_resume_refuses_a_finished_run(tmp_path, tiny_model, toy_data, mlx_env):
+    spec = spec_for(tmp_path, tiny_model, toy_data, steps=2, save=2)
+    run = Runner(load_registry(), console=lambda m: None).run(spec, ["mlx"], tmp_path / "runs")
+    assert run.manifest["status"] == "succeeded"
+    with pytest.raises(ResumeError, match="already succeeded"):
+        Runner(load_registry(), console=lambda m: None).resume(run.path)
+    proc = subprocess.run([sys.executable, "-m", "jessy_adapters.cli", "run", "--resume",
+                           str(run.path)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "already succeeded" in proc.stderr
