@@ -12,9 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from jessy_mlx.blas import find_openblas, preload_environment
-
 from jessy_adapters.envs import BackendEnv
+from jessy_mlx.blas import find_openblas, preload_environment
 
 PROBE = r"""
 import sys, time, mlx.core as mx

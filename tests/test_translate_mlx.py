@@ -9,13 +9,13 @@ import subprocess
 import pytest
 import yaml
 from conftest import SPEC_EXAMPLES, write_spec
-from jessy_mlx.backend import MLXBackend
-from jessy_mlx.translate import optimizer_steps
 
 from jessy_adapters.backend import RunInputs, TranslationRefused
 from jessy_adapters.data import prepare
 from jessy_adapters.envs import BackendEnv
 from jessy_adapters.spec import load_spec
+from jessy_mlx.backend import MLXBackend
+from jessy_mlx.translate import optimizer_steps
 
 
 @pytest.fixture

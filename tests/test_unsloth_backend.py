@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from conftest import require_env, write_spec
-from jessy_unsloth.backend import UnslothBackend
 
 from jessy_adapters.backend import RunInputs, TranslationRefused
 from jessy_adapters.data import prepare
@@ -20,6 +19,7 @@ from jessy_adapters.envs import BackendEnv
 from jessy_adapters.plugins import load_registry
 from jessy_adapters.runner import Runner
 from jessy_adapters.spec import load_spec
+from jessy_unsloth.backend import UnslothBackend
 
 
 def translate(tmp_path, toy_data, extra="", require=False):
@@ -180,7 +180,6 @@ def test_runtime_refusal_is_unavailable_and_falls_back_to_mlx(tmp_path, tiny_mod
     The cheap check is bypassed here on purpose, to prove the late path works too.
     """
     import jessy_unsloth.backend as mod
-
     from jessy_adapters.backend import Availability
 
     if mod.nvidia_gpu():
