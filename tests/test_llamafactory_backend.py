@@ -97,3 +97,44 @@ def test_llamafactorys_own_parser_accepts_the_translation(tmp_path, chatml_model
                                                                "HF_HUB_OFFLINE": "1",
                                                                "PATH": "/usr/bin:/bin"})
     assert proc.returncode != 0 and "lora_rnk" in proc.stderr
+
+
+@pytest.mark.parametrize("backend", ["llamafactory", "unsloth"])
+def test_qlora_trains_on_cpu_with_bitsandbytes(backend, tmp_path, tiny_model, toy_data):
+    """method: qlora -> a 4-bit base (bitsandbytes CPU) under a PEFT adapter, for real."""
+    import sys
+
+    from jessy_adapters.contract import peft_output_change
+    from jessy_adapters.plugins import load_registry
+    from jessy_adapters.runner import Runner
+
+    require_env(backend)
+    spec = load_spec(write_spec(tmp_path / "q.yaml", f"""\
+name: qlora-test
+model:
+  name_or_path: {tiny_model}
+  max_seq_length: 128
+data:
+  train: {toy_data}
+  validation_split: 0.25
+method: qlora
+lora:
+  r: 4
+  alpha: 8
+training:
+  max_steps: 6
+  batch_size: 4
+  learning_rate: 0.01
+  logging_steps: 1
+  lr_scheduler: constant
+"""))
+    run = Runner(load_registry(), console=lambda m: print(m, file=sys.stderr)).run(
+        spec, [backend], tmp_path / "runs")
+    assert run.manifest["status"] == "succeeded", run.manifest["failure"]
+    config = (run.path / "attempts" / f"01-{backend}").glob("*.*")
+    text = "".join(p.read_text() for p in config if p.suffix in (".yaml", ".json"))
+    assert "quantization_bit: 4" in text or '"load_in_4bit": true' in text
+    losses = [json.loads(x)["loss"] for x in (run.path / "metrics.jsonl").open()
+              if '"loss"' in x and json.loads(x).get("loss") is not None]
+    assert len(losses) == 6
+    assert peft_output_change(tiny_model, run.path / "adapter") > 1e-4

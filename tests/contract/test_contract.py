@@ -21,4 +21,4 @@ def test_every_registered_backend_is_covered_by_the_contract():
 
     declared = {ep.name for ep in entry_points(group="jessy")}
     assert declared <= set(BACKENDS), declared - set(BACKENDS)
-    assert {"mlx", "unsloth"} <= set(BACKENDS)
+    assert {"mlx", "unsloth", "llamafactory"} <= set(BACKENDS)
