@@ -72,6 +72,12 @@ class Translation:
     total_steps: int | None = None
 
 
+def read_requirements(path: Path) -> tuple[str, ...]:
+    """A plugin's requirements.txt, minus comments: the pins its environment is built from."""
+    lines = Path(path).read_text().splitlines()
+    return tuple(ln.strip() for ln in lines if ln.strip() and not ln.startswith("#"))
+
+
 class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""

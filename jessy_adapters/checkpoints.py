@@ -16,3 +16,20 @@ def latest_hf_checkpoint(output_dir: Path) -> Path | None:
         if step.isdigit() and (path / "trainer_state.json").is_file() and int(step) > best[0]:
             best = (int(step), path)
     return best[1]
+
+
+def hf_resume(resume_from: Path | None, refusals: list, notes: list) -> str | None:
+    """The checkpoint an HF-Trainer backend resumes from, or a refusal saying why not."""
+    from .backend import Refusal
+
+    if resume_from is None:
+        return None
+    checkpoint = latest_hf_checkpoint(resume_from / "output")
+    if checkpoint is None:
+        refusals.append(Refusal("/training/save_steps",
+                                f"no checkpoint in {resume_from} to resume from; set "
+                                "training.save_steps so runs leave some"))
+        return None
+    notes.append(f"resuming from {checkpoint.name} (weights, optimizer, scheduler, data "
+                 "position)")
+    return str(checkpoint)

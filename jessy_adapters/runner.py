@@ -31,6 +31,7 @@ from .plugins import Registry, RegistryError
 from .rundir import RunDir, _now
 from .spec import Spec
 
+RUNTIME_PATH = Path(__file__).resolve().parent / "runtime"
 GRACE_SECONDS = float(os.environ.get("JESSY_GRACE_SECONDS", "20"))
 _SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.I)
 NAN_PATIENCE = 1
@@ -169,7 +170,8 @@ class Runner:
             target.write_text(content)
         command_text = shlex.join(translation.command)
         (attempt_dir / "command.txt").write_text(command_text + "\n")
-        extra_env = {**backend.launch_environment(env), **translation.env}
+        extra_env = {**backend.launch_environment(env), **translation.env,
+                     "JESSY_RUNTIME_PATH": str(RUNTIME_PATH)}
         record.update(command=command_text, notes=translation.notes,
                       total_steps=translation.total_steps,
                       env={k: v for k, v in extra_env.items() if not _SECRET.search(k)},

@@ -17,6 +17,7 @@ from jessy_adapters.backend import (
     RunInputs,
     Translation,
     TranslationRefused,
+    read_requirements,
 )
 from jessy_adapters.failures import Failure, last_error_line
 
@@ -32,11 +33,6 @@ _CONFIG = re.compile(r"Failed to load tokenizer|Template \S+ does not exist|Some
                      r"does not appear to have a file named|is not a local folder", re.I)
 
 
-def _read_requirements() -> tuple[str, ...]:
-    lines = (HERE / "requirements.txt").read_text().splitlines()
-    return tuple(ln.strip() for ln in lines if ln.strip() and not ln.startswith("#"))
-
-
 def _gpu() -> bool:
     return Path("/proc/driver/nvidia/version").is_file() or shutil.which("nvidia-smi") is not None
 
@@ -45,7 +41,7 @@ class LlamaFactoryBackend(Backend):
     name = "llamafactory"
     description = "LLaMA-Factory (HF Trainer + PEFT, YAML configs): CUDA or CPU"
     pre_requirements = ("torch==2.13.0",)
-    requirements = _read_requirements()
+    requirements = read_requirements(HERE / "requirements.txt")
     # torchvision's and torchaudio's PyPI builds link CUDA libraries that the CPU torch wheel
     # lacks; LLaMA-Factory imports torchaudio at start-up, so its compiled extension is
     # disabled instead (see after_env_create).

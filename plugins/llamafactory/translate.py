@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from jessy_adapters.backend import Refusal, RunInputs
-from jessy_adapters.checkpoints import latest_hf_checkpoint
+from jessy_adapters.checkpoints import hf_resume
 
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_8bit", "adam": "adamw_torch",
@@ -169,15 +169,9 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         "/training/precision": "bf16/fp16", "/training/logging_steps": "logging_steps",
         "/training/eval_steps": "eval_strategy/eval_steps",
         "/training/save_steps": "save_strategy/save_steps"})
-    if inputs.resume_from is not None:
-        checkpoint = latest_hf_checkpoint(inputs.resume_from / "output")
-        if checkpoint is None:
-            refusals.append(Refusal("/training/save_steps",
-                                    f"no checkpoint in {inputs.resume_from} to resume from; "
-                                    "set training.save_steps so runs leave some"))
-        else:
-            cfg["resume_from_checkpoint"] = str(checkpoint)
-            notes.append(f"resuming from {checkpoint.name}")
+    checkpoint = hf_resume(inputs.resume_from, refusals, notes)
+    if checkpoint:
+        cfg["resume_from_checkpoint"] = checkpoint
     total = t["max_steps"] or max(1, math.ceil(
         t["epochs"] * math.ceil(inputs.data.n_train / t["batch_size"])
         / t["gradient_accumulation_steps"]))

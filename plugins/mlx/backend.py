@@ -18,6 +18,7 @@ from jessy_adapters.backend import (
     RunInputs,
     Translation,
     TranslationRefused,
+    read_requirements,
 )
 from jessy_adapters.failures import Failure, last_error_line
 
@@ -36,11 +37,6 @@ _MODEL_ERRORS = re.compile(r"RepositoryNotFound|not a valid model|No such file o
                            r"(config\.json|safetensors)|Model type \S+ not supported", re.I)
 
 
-def _read_requirements() -> tuple[str, ...]:
-    lines = (HERE / "requirements.txt").read_text().splitlines()
-    return tuple(ln.strip() for ln in lines if ln.strip() and not ln.startswith("#"))
-
-
 def on_apple_silicon() -> bool:
     return platform.system() == "Darwin" and platform.machine() == "arm64"
 
@@ -48,7 +44,7 @@ def on_apple_silicon() -> bool:
 class MLXBackend(Backend):
     name = "mlx"
     description = "Apple MLX (mlx-lm LoRA trainer): Metal on Apple silicon, CPU on Linux"
-    requirements = _read_requirements()
+    requirements = read_requirements(HERE / "requirements.txt")
 
     def check(self, env, require_accelerator: bool = False) -> Availability:
         device = "metal" if on_apple_silicon() else "cpu"

@@ -15,6 +15,7 @@ from jessy_adapters.backend import (
     RunInputs,
     Translation,
     TranslationRefused,
+    read_requirements,
 )
 from jessy_adapters.failures import Failure, last_error_line
 
@@ -32,16 +33,11 @@ _CONFIG = re.compile(r"Failed to load tokenizer|is not a local folder|does not a
                      r"family|TypeError: .*unexpected keyword", re.I)
 
 
-def _read_requirements() -> tuple[str, ...]:
-    lines = (HERE / "requirements.txt").read_text().splitlines()
-    return tuple(ln.strip() for ln in lines if ln.strip() and not ln.startswith("#"))
-
-
 class UnslothBackend(Backend):
     name = "unsloth"
     description = "Unsloth (FastLanguageModel + TRL SFTTrainer): CUDA GPUs; CPU fallback, slow"
     pre_requirements = ("torch==2.13.0",)
-    requirements = _read_requirements()
+    requirements = read_requirements(HERE / "requirements.txt")
     uninstall = ("torchvision",)
 
     def check(self, env, require_accelerator: bool = False) -> Availability:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
-import time
 
-EVENT_PREFIX = "JESSY_EVENT "
+# jessy's runtime helpers (stdlib + transformers only), located by the runner.
+sys.path.insert(0, os.environ["JESSY_RUNTIME_PATH"])
+from hf_events import emit, events_callback  # noqa: E402
 
 # Response markers per chat-template family, for train_on_responses_only.
 MARKERS = {
@@ -24,16 +24,6 @@ MARKERS = {
     "<|start_header_id|>": ("<|start_header_id|>user<|end_header_id|>\n\n",
                             "<|start_header_id|>assistant<|end_header_id|>\n\n"),
 }
-
-
-def emit(event: dict) -> None:
-    print(EVENT_PREFIX + json.dumps(event), flush=True)
-
-
-def peak_memory_gb(torch) -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
 
 
 def markers_for(template: str) -> tuple[str, str]:
@@ -50,7 +40,6 @@ def main(config_path: str) -> int:
 
     import torch
     from datasets import load_dataset
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     import unsloth  # noqa: F401  (must be imported before transformers/trl)
@@ -83,36 +72,13 @@ def main(config_path: str) -> int:
 
     dataset = raw.map(to_text, remove_columns=raw["train"].column_names)
 
-    class Events(TrainerCallback):
-        def __init__(self):
-            self.last = (time.monotonic(), 0)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            logs = logs or {}
-            event = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
-                     "peak_memory_gb": round(peak_memory_gb(torch), 3)}
-            if "loss" in logs:
-                now, seen = time.monotonic(), int(state.num_input_tokens_seen or 0)
-                then, seen_then = self.last
-                if seen > seen_then and now > then:
-                    event["tokens_per_second"] = (seen - seen_then) / (now - then)
-                    event["trained_tokens"] = seen
-                self.last = (now, seen)
-                event.update(type="train", loss=float(logs["loss"]))
-                if "learning_rate" in logs:
-                    event["learning_rate"] = float(logs["learning_rate"])
-                emit(event)
-            elif "eval_loss" in logs:
-                event.update(type="eval", eval_loss=float(logs["eval_loss"]))
-                emit(event)
-
     sft = dict(cfg["sft"])
     if sft.get("eval_steps") is None:
         sft.pop("eval_steps", None)
     trainer = SFTTrainer(model=model, processing_class=tokenizer,
                          train_dataset=dataset["train"],
                          eval_dataset=dataset.get("validation"),
-                         args=SFTConfig(**sft), callbacks=[Events()])
+                         args=SFTConfig(**sft), callbacks=[events_callback(torch)])
     if data["train_on_responses_only"]:
         instruction, response = markers_for(tokenizer.chat_template)
         trainer = train_on_responses_only(trainer, instruction_part=instruction,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from jessy_adapters.backend import Refusal, RunInputs
-from jessy_adapters.checkpoints import latest_hf_checkpoint
+from jessy_adapters.checkpoints import hf_resume
 from jessy_adapters.templates import template_for
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -146,16 +146,9 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
     }
     carried.update({"/data/train_on_responses_only": "unsloth train_on_responses_only",
                     "/model/chat_template": "tokenizer.chat_template"})
-    if inputs.resume_from is not None:
-        checkpoint = latest_hf_checkpoint(inputs.resume_from / "output")
-        if checkpoint is None:
-            refusals.append(Refusal("/training/save_steps",
-                                    f"no checkpoint in {inputs.resume_from} to resume from; "
-                                    "set training.save_steps so runs leave some"))
-        else:
-            data["resume_from_checkpoint"] = str(checkpoint)
-            notes.append(f"resuming from {checkpoint.name} (weights, optimizer, scheduler, "
-                         "data position)")
+    checkpoint = hf_resume(inputs.resume_from, refusals, notes)
+    if checkpoint:
+        data["resume_from_checkpoint"] = checkpoint
     cfg = {"from_pretrained": load, "peft": peft, "sft": sft, "data": data,
            "total_steps": total}
     return cfg, refusals, notes, carried
