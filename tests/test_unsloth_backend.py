@@ -247,3 +247,41 @@ def test_killed_mid_run_falls_back_and_keeps_the_log(tmp_path, tiny_model, toy_d
     assert first["failure"]["kind"] == "crashed" and "SIGKILL" in first["failure"]["reason"]
     assert (box["run"].path / "attempts" / "01-unsloth" / "stdout.log").read_text()
     assert m["winner"] == "mlx" and m["status"] == "succeeded"
+
+
+def test_gemma2_on_cpu_gets_eager_attention(tmp_path, toy_data, monkeypatch):
+    import jessy_unsloth.backend as mod
+
+    monkeypatch.setattr(mod, "nvidia_gpu", lambda: None)
+    model = tmp_path / "gemma"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "gemma2"}))
+    spec = load_spec(write_spec(tmp_path / "g.yaml", f"""\
+model:
+  name_or_path: {model}
+data:
+  train: {toy_data}
+  validation_split: 0.25
+"""))
+    data = prepare(spec, tmp_path / "gdata")
+    out = UnslothBackend().translate(spec, RunInputs(str(model), data), tmp_path / "ga",
+                                     BackendEnv("unsloth", tmp_path / "env"))
+    cfg = json.loads(out.files["unsloth_config.json"])
+    assert cfg["from_pretrained"]["attn_implementation"] == "eager"
+    assert any("soft-capping" in n for n in out.notes)
+
+
+def test_trl_accepts_the_sft_config(tmp_path, toy_data, unsloth_env):
+    """The `sft` section is valid for the installed trl.SFTConfig (its own validation)."""
+    cfg, _ = translate(tmp_path, toy_data, "training:\n  max_steps: 3\n  save_steps: 2\n")
+    code = ("import json, sys\nfrom trl import SFTConfig\n"
+            "c = SFTConfig(**json.loads(sys.argv[1]))\n"
+            "print(json.dumps([c.max_steps, c.save_strategy, c.lr_scheduler_type]))")
+    out = subprocess.run([str(unsloth_env.python), "-c", code, json.dumps(cfg["sft"])],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [3, "steps", "linear"]
+    bad = dict(cfg["sft"], lr_scheduler_type="cosin")
+    out = subprocess.run([str(unsloth_env.python), "-c", code, json.dumps(bad)],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "cosin" in out.stderr

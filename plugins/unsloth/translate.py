@@ -7,7 +7,9 @@ The native config is JSON with one section per API call: `from_pretrained`
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import hf_resume
@@ -15,6 +17,13 @@ from jessy_adapters.templates import template_for
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+def model_type(model_path: str) -> str | None:
+    cfg = Path(model_path) / "config.json"
+    if not cfg.is_file():
+        return None
+    return json.loads(cfg.read_text()).get("model_type")
 
 
 def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
@@ -41,6 +50,9 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
         "trust_remote_code": m["trust_remote_code"],
     }
     attn = m["attn_implementation"]
+    if attn == "auto" and not on_gpu and model_type(inputs.model_path) == "gemma2":
+        attn = "eager"  # SDPA ignores Gemma-2's logit soft-capping
+        notes.append("Gemma-2 on CPU: attn_implementation eager (SDPA drops soft-capping)")
     if attn == "flash_attention_2" and not on_gpu:
         refusals.append(Refusal("/model/attn_implementation",
                                 "flash_attention_2 needs a CUDA GPU"))
