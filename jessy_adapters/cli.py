@@ -231,7 +231,7 @@ def translate(backend, out, spec):
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False), required=False)
 @click.option("--backend", "-b", help="Backend to try first.")
-@click.option("--plan", type=click.Choice(["A", "B", "C", "D"]), help="A named chain.")
+@click.option("--plan", help="A named chain: A-D from specs/plans.yaml, or the spec's own.")
 @click.option("--fallback", help="Comma-separated backends to try after the first.")
 @click.option("--no-fallback", is_flag=True, help="Try only --backend.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
@@ -271,7 +271,7 @@ def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_
     try:
         chain = chain_for(backend, plan,
                           [x.strip() for x in fallback.split(",") if x.strip()]
-                          if fallback else None, no_fallback)
+                          if fallback else None, no_fallback, loaded["plans"])
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
     require = require_gpu or loaded["requirements"]["accelerator"] == "required"
@@ -308,7 +308,7 @@ def _report(result, as_json: bool) -> None:
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--backend", "-b", help="Backend to try first.")
-@click.option("--plan", type=click.Choice(["A", "B", "C", "D"]), help="A named chain.")
+@click.option("--plan", help="A named chain: A-D from specs/plans.yaml, or the spec's own.")
 @click.option("--fallback", help="Comma-separated backends to try after the first.")
 @click.option("--no-fallback", is_flag=True)
 @click.option("--require-gpu", is_flag=True)
@@ -327,7 +327,7 @@ def plan(spec, backend, plan, fallback, no_fallback, require_gpu, as_json):
     loaded = _load_spec_or_exit(spec)
     try:
         chain = chain_for(backend, plan, [x.strip() for x in fallback.split(",")]
-                          if fallback else None, no_fallback)
+                          if fallback else None, no_fallback, loaded["plans"])
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
     registry = _registry()

@@ -31,7 +31,7 @@ from .spec import load_schema, load_spec
 # a backend neither carries nor refuses them.
 CORE_FIELDS = ("/name", "/data/train", "/data/validation", "/data/validation_split",
                "/data/format", "/data/fields/", "/data/system_prompt", "/data/max_samples",
-               "/evaluation/", "/export/", "/output/", "/requirements/")
+               "/evaluation/", "/export/", "/output/", "/requirements/", "/plans")
 
 
 def leaf_paths(schema: dict | None = None, prefix: str = "") -> list[str]:

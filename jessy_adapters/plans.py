@@ -16,8 +16,11 @@ def load_plans() -> dict:
 
 
 def chain_for(backend: str | None = None, plan: str | None = None,
-              fallback: list[str] | None = None, no_fallback: bool = False) -> list[str]:
+              fallback: list[str] | None = None, no_fallback: bool = False,
+              spec_plans: dict | None = None) -> list[str]:
+    """The ordered backends to try; a spec's own `plans` override the shipped ones."""
     plans = load_plans()
+    plans["plans"] = {**plans["plans"], **(spec_plans or {})}
     if plan and backend:
         raise PlanError("give either --plan or --backend, not both")
     if plan:

@@ -151,3 +151,21 @@ training:
     assert "succeeded on mlx: 4 steps, final loss" in proc.stderr
     assert "[mlx] step 2/4" in proc.stderr  # live progress
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_a_spec_can_override_a_plan(tmp_path, toy_data, clean_home):
+    path = write_spec(tmp_path / "s.yaml", f"""\
+model:
+  name_or_path: {tmp_path}
+data:
+  train: {toy_data}
+plans:
+  A: [llamafactory, mlx]
+  laptop: [mlx]
+""")
+    rows = json.loads(jessy("plan", "--plan", "A", path, "--json", check=True).stdout)
+    assert [r["backend"] for r in rows] == ["llamafactory", "mlx"]
+    rows = json.loads(jessy("plan", "--plan", "laptop", path, "--json", check=True).stdout)
+    assert [r["backend"] for r in rows] == ["mlx"]
+    proc = jessy("plan", "--plan", "nosuch", path)
+    assert proc.returncode == 2 and "unknown plan 'nosuch'" in proc.stderr
