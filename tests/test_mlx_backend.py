@@ -136,3 +136,31 @@ def test_peft_matches_mlx_on_real_smollm2(tmp_path, smollm2, toy_data, mlx_env):
     assert moved > 0.05
     assert gap < 1e-3 + 2 * base_gap
     assert int(np.argmax(torch_tuned)) == int(np.argmax(mlx_tuned))
+
+
+def test_real_nan_loss_is_stopped_and_classified(tmp_path, tiny_model, toy_data, mlx_env):
+    """fp16 at lr 1.0 overflows within a few steps: the run stops at once as nan_loss."""
+    spec = load_spec(write_spec(tmp_path / "nan.yaml", f"""\
+model:
+  name_or_path: {tiny_model}
+  max_seq_length: 128
+data:
+  train: {toy_data}
+  validation_split: 0.25
+training:
+  max_steps: 200
+  batch_size: 4
+  learning_rate: 1.0
+  precision: fp16
+  max_grad_norm: null
+  logging_steps: 1
+  eval_steps: 1000
+  lr_scheduler: constant
+"""))
+    result = Runner(load_registry(), console=lambda m: None).run(spec, ["mlx"],
+                                                                  tmp_path / "runs")
+    m = result.manifest
+    assert m["status"] == "failed"
+    assert m["attempts"][0]["failure"]["kind"] == "nan_loss", m["attempts"][0]
+    steps = [json.loads(x)["step"] for x in (result.path / "metrics.jsonl").open()]
+    assert max(steps) < 50  # stopped long before its 200 steps

@@ -1,0 +1,100 @@
+"""Layer overhead: `jessy run --backend B` vs the backend's own command on the same native config.
+
+Run: .venv/bin/python benchmarks/overhead.py [--steps 20] [--repeat 2] [--backends mlx,...]
+For each backend whose environment exists: one `jessy run` on the tiny test model (which
+also writes the native config and exact command), then `--repeat` timed rounds of
+(a) `jessy run` end to end and (b) the attempt's command.txt run directly with the same
+environment variables. Prints wall times and the ratio (goal <= 1.03 on real runs; on a
+seconds-long tiny run jessy's fixed costs dominate) and writes
+benchmarks/results/overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+JESSY = [sys.executable, "-m", "jessy_adapters.cli"]
+
+
+def jessy_run(spec: Path, backend: str, out: Path) -> tuple[float, Path]:
+    start = time.perf_counter()
+    proc = subprocess.run(JESSY + ["run", "--backend", backend, "--no-fallback", str(spec),
+                                   "--output", str(out)], capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return took, Path(proc.stdout.strip().splitlines()[-1])
+
+
+def native_run(run_dir: Path) -> float:
+    manifest = json.loads((run_dir / "run.json").read_text())
+    attempt = manifest["attempts"][-1]
+    command = shlex.split(attempt["command"])
+    env = {**os.environ, **attempt["env"]}
+    start = time.perf_counter()
+    subprocess.run(command, cwd=run_dir / attempt["dir"], env=env, capture_output=True,
+                   check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    from jessy_adapters.envs import BackendEnv
+    from jessy_adapters.models import build_tiny_llama, resolve_model
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--backends", default="mlx,unsloth,llamafactory")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="jessy-overhead-"))
+    model = build_tiny_llama(work / "tiny", resolve_model("builtin:smollm2-135m-instruct"))
+    spec = work / "spec.yaml"
+    spec.write_text(f"""\
+model:
+  name_or_path: {model}
+  max_seq_length: 128
+data:
+  train: {ROOT / 'examples' / 'jessy_persona.jsonl'}
+  validation_split: 0.1
+training:
+  max_steps: {args.steps}
+  batch_size: 4
+  logging_steps: 5
+  eval_steps: 1000
+""")
+    rows = []
+    for backend in args.backends.split(","):
+        if not BackendEnv(backend).exists():
+            print(f"{backend}: no environment, skipped")
+            continue
+        _, run_dir = jessy_run(spec, backend, work / "runs")  # warm-up + native files
+        wrapped, native = [], []
+        for _ in range(args.repeat):
+            wrapped.append(jessy_run(spec, backend, work / "runs")[0])
+            native.append(native_run(run_dir))
+        w, n = statistics.median(wrapped), statistics.median(native)
+        rows.append({"backend": backend, "steps": args.steps, "jessy_run_s": round(w, 2),
+                     "native_s": round(n, 2), "ratio": round(w / n, 3),
+                     "difference_s": round(w - n, 2)})
+    print(f"{'backend':<14}{'steps':>6}{'jessy run s':>13}{'native s':>10}{'ratio':>8}"
+          f"{'extra s':>9}")
+    for r in rows:
+        print(f"{r['backend']:<14}{r['steps']:>6}{r['jessy_run_s']:>13.2f}{r['native_s']:>10.2f}"
+              f"{r['ratio']:>8.3f}{r['difference_s']:>9.2f}")
+    out = ROOT / "benchmarks" / "results" / "overhead.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"cores": os.cpu_count(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
