@@ -220,12 +220,15 @@ def translate(backend, out, spec):
         (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         (out_dir / rel).write_text(content)
         click.echo(f"wrote {out_dir / rel}")
-    import shlex
+    from .runner import RUNTIME_PATH, shell_line
 
-    (out_dir / "command.txt").write_text(shlex.join(result.command) + "\n")
+    env_vars = {**impl.launch_environment(BackendEnv(backend)), **result.env,
+                "JESSY_RUNTIME_PATH": str(RUNTIME_PATH)}
+    line = shell_line(result.command, env_vars)
+    (out_dir / "command.txt").write_text(line)
     for note in result.notes:
         click.echo(f"note: {note}")
-    click.echo(shlex.join(result.command))
+    click.echo(line.rstrip("\n"))
 
 
 @cli.command()

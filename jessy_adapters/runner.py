@@ -169,9 +169,9 @@ class Runner:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)
         command_text = shlex.join(translation.command)
-        (attempt_dir / "command.txt").write_text(command_text + "\n")
         extra_env = {**backend.launch_environment(env), **translation.env,
                      "JESSY_RUNTIME_PATH": str(RUNTIME_PATH)}
+        (attempt_dir / "command.txt").write_text(shell_line(translation.command, extra_env))
         record.update(command=command_text, notes=translation.notes,
                       total_steps=translation.total_steps,
                       env={k: v for k, v in extra_env.items() if not _SECRET.search(k)},
@@ -326,6 +326,12 @@ class Runner:
                         return
 
         threading.Thread(target=insist, daemon=True).start()
+
+
+def shell_line(command: list[str], env: dict[str, str]) -> str:
+    """The exact command with the environment it needs, runnable by hand in a shell."""
+    shown = [f"{k}={v}" for k, v in env.items() if not _SECRET.search(k)]
+    return shlex.join(["env", *shown, *command]) + "\n"
 
 
 class ResumeError(Exception):
