@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .runtime.lora_convert import peft_to_mlx  # noqa: F401 (re-exported: the reverse direction)
+
 _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
            "I32": np.int32}
 
 _MLX_KEY = re.compile(r"^(?P<prefix>.*?)layers\.(?P<layer>\d+)\.(?P<module>.+)\.lora_(?P<ab>[ab])$")
-_PEFT_KEY = re.compile(
-    r"^base_model\.model\.(?P<prefix>.*?)layers\.(?P<layer>\d+)\.(?P<module>.+)\.lora_(?P<ab>[AB])"
-    r"\.weight$")
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -96,23 +95,6 @@ def peft_config(rank: int, alpha: float, dropout: float, target_modules: list[st
         "use_rslora": False,
         "use_dora": False,
     }
-
-
-def peft_to_mlx(tensors: dict[str, np.ndarray], config: dict) -> tuple[dict[str, np.ndarray],
-                                                                        dict]:
-    """The reverse, so a PEFT adapter from one backend can seed an MLX run."""
-    if config.get("use_rslora") or config.get("use_dora"):
-        raise ValueError("rsLoRA/DoRA adapters have no MLX LoRA equivalent")
-    r = int(config["r"])
-    scale = float(config["lora_alpha"]) / r
-    out = {}
-    for key, value in tensors.items():
-        m = _PEFT_KEY.match(key)
-        if not m:
-            raise ValueError(f"unexpected tensor in PEFT adapter: {key}")
-        ab = "a" if m["ab"] == "A" else "b"
-        out[f"{m['prefix']}layers.{m['layer']}.{m['module']}.lora_{ab}"] = value.T
-    return out, {"rank": r, "scale": scale, "dropout": float(config.get("lora_dropout", 0.0))}
 
 
 def save_peft_adapter(tensors: dict[str, np.ndarray], config: dict, out_dir: Path) -> None:

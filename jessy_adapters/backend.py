@@ -43,6 +43,8 @@ class RunInputs:
     require_accelerator: bool = False
     resume_from: Path | None = None
     """An earlier attempt folder of the same backend whose checkpoints the run continues."""
+    init_adapter: Path | None = None
+    """A PEFT adapter folder (another backend's last checkpoint) to start training from."""
 
 
 @dataclass
@@ -116,6 +118,11 @@ class Backend(ABC):
     def classify(self, returncode: int, log_tail: str) -> Failure:
         """Backend-specific patterns first; the generic classifier otherwise."""
         return classify_exit(returncode, log_tail)
+
+    def checkpoint_as_peft(self, attempt_dir: Path, out_dir: Path) -> Path | None:
+        """This attempt's newest checkpoint as a PEFT adapter folder, for another backend to
+        continue from; None when there is none."""
+        return None
 
     def launch_environment(self, env: BackendEnv) -> dict[str, str]:
         """Extra environment variables for the subprocess (threads, BLAS, offline flags)."""

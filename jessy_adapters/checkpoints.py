@@ -33,3 +33,28 @@ def hf_resume(resume_from: Path | None, refusals: list, notes: list) -> str | No
     notes.append(f"resuming from {checkpoint.name} (weights, optimizer, scheduler, data "
                  "position)")
     return str(checkpoint)
+
+
+def hf_checkpoint_as_peft(attempt_dir: Path) -> Path | None:
+    """HF Trainer checkpoints of a PEFT model already hold a PEFT adapter folder."""
+    checkpoint = latest_hf_checkpoint(attempt_dir / "output")
+    if checkpoint and (checkpoint / "adapter_model.safetensors").is_file():
+        return checkpoint
+    return None
+
+
+def check_init_adapter(init: Path | None, rank: int, refusals: list, notes: list) -> Path | None:
+    """Refuse an adapter whose rank differs from the spec's (it could not be continued)."""
+    import json
+
+    from .backend import Refusal
+
+    if init is None:
+        return None
+    config = json.loads((init / "adapter_config.json").read_text())
+    if int(config["r"]) != rank:
+        refusals.append(Refusal("/lora/r", f"cannot continue from {init}: its rank is "
+                                           f"{config['r']}, the spec's is {rank}"))
+        return None
+    notes.append(f"continuing from another backend's checkpoint {init}")
+    return init

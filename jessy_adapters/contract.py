@@ -31,7 +31,8 @@ from .spec import load_schema, load_spec
 # a backend neither carries nor refuses them.
 CORE_FIELDS = ("/name", "/data/train", "/data/validation", "/data/validation_split",
                "/data/format", "/data/fields/", "/data/system_prompt", "/data/max_samples",
-               "/evaluation/", "/export/", "/output/", "/requirements/", "/plans")
+               "/evaluation/", "/export/", "/output/", "/requirements/", "/plans",
+               "/training/continue_on_fallback")
 
 
 def leaf_paths(schema: dict | None = None, prefix: str = "") -> list[str]:

@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import failures
@@ -114,10 +114,31 @@ class Runner:
             if offset + 1 < len(chain):
                 self.console(f"{name}: {failure.kind}: {failure.reason}")
                 self.console(f"falling back to {chain[offset + 1]}")
+                if spec["training"]["continue_on_fallback"]:
+                    inputs = self._continue_from(run, name, inputs)
         status = "interrupted" if run.manifest["failure"]["kind"] == failures.INTERRUPTED \
             else "failed"
         run.finish(status)
         return run
+
+    def _continue_from(self, run: RunDir, name: str, inputs: RunInputs) -> RunInputs:
+        """Seed the next backend with the failed attempt's last checkpoint, as PEFT."""
+        record = run.manifest["attempts"][-1]
+        if not record.get("dir"):
+            return inputs
+        attempt_dir = run.path / record["dir"]
+        try:
+            seed = self.registry.get(name).checkpoint_as_peft(attempt_dir,
+                                                              attempt_dir / "continue-peft")
+        except Exception as exc:  # a conversion problem must not stop the fallback itself
+            self.console(f"cannot continue from {name}'s checkpoint: {exc}")
+            return inputs
+        if seed is None:
+            return inputs
+        record["continue_adapter"] = str(seed.relative_to(run.path))
+        run.save()
+        self.console(f"the next backend starts from {seed}")
+        return replace(inputs, init_adapter=seed)
 
     def _inputs(self, spec: Spec, run: RunDir, require_accelerator: bool) -> RunInputs:
         model = resolve_model(spec["model"]["name_or_path"], spec.base_dir)

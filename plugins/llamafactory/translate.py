@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from jessy_adapters.backend import Refusal, RunInputs
-from jessy_adapters.checkpoints import hf_resume
+from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_8bit", "adam": "adamw_torch",
@@ -169,6 +169,9 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         "/training/precision": "bf16/fp16", "/training/logging_steps": "logging_steps",
         "/training/eval_steps": "eval_strategy/eval_steps",
         "/training/save_steps": "save_strategy/save_steps"})
+    init = check_init_adapter(inputs.init_adapter, lora["r"], refusals, notes)
+    if init is not None:
+        cfg["adapter_name_or_path"] = str(init)  # LLaMA-Factory trains the loaded adapter on
     checkpoint = hf_resume(inputs.resume_from, refusals, notes)
     if checkpoint:
         cfg["resume_from_checkpoint"] = checkpoint

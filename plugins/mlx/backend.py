@@ -23,7 +23,7 @@ from jessy_adapters.backend import (
 from jessy_adapters.failures import Failure, last_error_line
 
 from .blas import INSTALL_HINT, find_openblas, preload_environment
-from .translate import translate_config
+from .translate import latest_checkpoint, translate_config
 
 HERE = Path(__file__).resolve().parent
 ENTRY = HERE / "train_entry.py"
@@ -111,6 +111,18 @@ class MLXBackend(Backend):
                 "target_modules": config["target_modules"],
                 "layers": len(config["layers_to_transform"] or []),
                 "tensors": len(tensors)}
+
+    def checkpoint_as_peft(self, attempt_dir: Path, out_dir: Path) -> Path | None:
+        raw = attempt_dir / ADAPTER_DIR
+        done, checkpoint = latest_checkpoint(raw)
+        if checkpoint is None or not (raw / "adapter_config.json").is_file():
+            return None
+        params = json.loads((raw / "adapter_config.json").read_text())["lora_parameters"]
+        model = json.loads((raw / "adapter_config.json").read_text()).get("model", "")
+        tensors, config = mlx_to_peft(read_safetensors(checkpoint), params["rank"],
+                                      params["scale"], params["dropout"], model)
+        save_peft_adapter(tensors, config, out_dir)
+        return out_dir
 
     def classify(self, returncode: int, log_tail: str) -> Failure:
         line = last_error_line(log_tail)

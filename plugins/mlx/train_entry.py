@@ -82,6 +82,16 @@ def main(config_path: str) -> int:
         q = jessy["jessy_quantize"]
         nn.quantize(model, group_size=q["group_size"], bits=q["bits"])
     train_set, valid_set, _ = load_dataset(args, tokenizer)
+    if jessy.get("jessy_init_peft_adapter"):
+        # another backend's checkpoint (PEFT) -> MLX file, loaded as mlx-lm loads a resume
+        import os
+
+        sys.path.insert(0, os.environ["JESSY_RUNTIME_PATH"])
+        from lora_convert import peft_dir_to_mlx_file
+
+        init_file = f"{args.adapter_path}/init_from_peft.safetensors"
+        peft_dir_to_mlx_file(jessy["jessy_init_peft_adapter"], init_file)
+        args.resume_adapter_file = init_file
     n_train = len(train_set)
 
     if jessy.get("jessy_max_grad_norm"):

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from jessy_adapters.backend import Refusal, RunInputs
+from jessy_adapters.checkpoints import check_init_adapter
 from jessy_adapters.templates import template_for
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -214,6 +215,10 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
     if lora["target_modules"] != "all-linear":
         cfg["lora_parameters"]["keys"] = [module_key(x) for x in lora["target_modules"]]
     carried["/lora/target_modules"] = "lora_parameters.keys (self_attn.* / mlp.*)"
+
+    init = check_init_adapter(inputs.init_adapter, lora["r"], refusals, notes)
+    if init is not None:
+        cfg["jessy_init_peft_adapter"] = str(init)
 
     n_layers = model_layer_count(inputs.model_path)
     if lora["layers"] == "all":

@@ -17,6 +17,7 @@ from jessy_adapters.backend import (
     TranslationRefused,
     read_requirements,
 )
+from jessy_adapters.checkpoints import hf_checkpoint_as_peft
 from jessy_adapters.failures import Failure, last_error_line
 
 from .gpu import nvidia_gpu
@@ -87,6 +88,9 @@ class UnslothBackend(Backend):
         return {"format": "peft", "r": config["r"], "lora_alpha": config["lora_alpha"],
                 "target_modules": sorted(config["target_modules"])
                 if isinstance(config["target_modules"], list) else config["target_modules"]}
+
+    def checkpoint_as_peft(self, attempt_dir: Path, out_dir: Path) -> Path | None:
+        return hf_checkpoint_as_peft(attempt_dir)
 
     def classify(self, returncode: int, log_tail: str) -> Failure:
         line = last_error_line(log_tail)

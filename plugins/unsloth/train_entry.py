@@ -59,6 +59,15 @@ def main(config_path: str) -> int:
         tokenizer.chat_template = data["chat_template"]
     if cfg["peft"] is not None:
         model = FastLanguageModel.get_peft_model(model, **cfg["peft"])
+    if data.get("init_adapter"):
+        # another backend's checkpoint (PEFT): start from its LoRA weights
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        state = load_file(os.path.join(data["init_adapter"], "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(model, state)
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"init adapter does not fit: {result.unexpected_keys[:5]}")
 
     files = {"train": data["train"]}
     if data.get("validation"):

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from jessy_adapters.backend import Refusal, RunInputs
-from jessy_adapters.checkpoints import hf_resume
+from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 from jessy_adapters.templates import template_for
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -158,6 +158,9 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
     }
     carried.update({"/data/train_on_responses_only": "unsloth train_on_responses_only",
                     "/model/chat_template": "tokenizer.chat_template"})
+    init = check_init_adapter(inputs.init_adapter, lora["r"], refusals, notes)
+    if init is not None:
+        data["init_adapter"] = str(init)
     checkpoint = hf_resume(inputs.resume_from, refusals, notes)
     if checkpoint:
         data["resume_from_checkpoint"] = checkpoint

@@ -1,0 +1,94 @@
+"""Cross-backend continue: after a failure, the next backend starts from the failed one's
+last checkpoint, converted to PEFT (and, for MLX, from PEFT to MLX's own layout)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+from conftest import require_env, write_spec
+
+from jessy_adapters.plugins import load_registry
+from jessy_adapters.runner import Runner
+from jessy_adapters.spec import load_spec
+
+
+def spec_for(tmp_path, model, data, name, steps, continue_on_fallback):
+    return load_spec(write_spec(tmp_path / f"{name}.yaml", f"""\
+name: {name}
+model:
+  name_or_path: {model}
+  max_seq_length: 128
+data:
+  train: {data}
+  validation_split: 0.25
+lora:
+  r: 4
+  alpha: 8
+training:
+  max_steps: {steps}
+  batch_size: 4
+  learning_rate: 0.01
+  logging_steps: 1
+  save_steps: 2
+  eval_steps: 100
+  lr_scheduler: constant
+  continue_on_fallback: {str(continue_on_fallback).lower()}
+"""))
+
+
+def first_mlx_eval(run_dir) -> float:
+    for line in (run_dir / "metrics.jsonl").open():
+        e = json.loads(line)
+        if e["backend"] == "mlx" and e.get("eval_loss") is not None:
+            return e["eval_loss"]
+    raise AssertionError("no MLX eval event")
+
+
+def test_mlx_continues_from_unsloths_last_checkpoint(tmp_path, tiny_model, toy_data):
+    require_env("unsloth")
+    require_env("mlx")
+    baseline = Runner(load_registry(), console=lambda m: None).run(
+        spec_for(tmp_path, tiny_model, toy_data, "fresh", 1, False), ["mlx"],
+        tmp_path / "fresh")
+    fresh_eval = first_mlx_eval(baseline.path)
+
+    spec = spec_for(tmp_path, tiny_model, toy_data, "continued", 30, True)
+    runner = Runner(load_registry(), console=lambda m: None)
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(
+        run=runner.run(spec, ["unsloth", "mlx"], tmp_path / "runs")))
+    thread.start()
+    deadline, killed = time.monotonic() + 300, False
+    while thread.is_alive() and time.monotonic() < deadline and not killed:
+        for out in (tmp_path / "runs").glob("*/attempts/01-unsloth/output/checkpoint-4"):
+            if (out / "trainer_state.json").exists() and runner._child is not None:
+                os.killpg(runner._child.pid, signal.SIGKILL)
+                killed = True
+        time.sleep(0.2)
+    thread.join(timeout=600)
+    assert killed
+    m = box["run"].manifest
+    assert m["attempts"][0]["failure"]["kind"] == "crashed"
+    assert m["attempts"][0]["continue_adapter"].endswith("checkpoint-4")
+    assert m["winner"] == "mlx" and m["status"] == "succeeded"
+    assert any("continuing from another backend" in n for n in m["attempts"][1]["notes"])
+    continued_eval = first_mlx_eval(box["run"].path)
+    # MLX's evaluation before its own first step already reflects Unsloth's 4 steps
+    assert continued_eval < fresh_eval - 0.5, (continued_eval, fresh_eval)
+
+
+def test_mlx_checkpoint_becomes_a_peft_adapter(tmp_path, tiny_model, toy_data):
+    require_env("mlx")
+    run = Runner(load_registry(), console=lambda m: None).run(
+        spec_for(tmp_path, tiny_model, toy_data, "mlxck", 4, False), ["mlx"], tmp_path / "r")
+    attempt = run.path / "attempts" / "01-mlx"
+    seed = load_registry().get("mlx").checkpoint_as_peft(attempt, tmp_path / "peft")
+    config = json.loads((seed / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 8
+    from jessy_adapters.contract import peft_output_change
+
+    assert peft_output_change(tiny_model, seed) > 1e-3
