@@ -142,7 +142,9 @@ def prepare(spec: Spec, out_dir: Path) -> PreparedData:
     fields = {"prompt": "prompt", "response": "response", "messages": "messages",
               "text": "text", **d["fields"]}
     system = d["system_prompt"]
-    train_rows = load_rows(spec.resolve_path(d["train"]), d["format"], fields, system)
+    files = d["train"] if isinstance(d["train"], list) else [d["train"]]
+    train_rows = [row for f in files
+                  for row in load_rows(spec.resolve_path(f), d["format"], fields, system)]
     if d["validation"]:
         val_rows = load_rows(spec.resolve_path(d["validation"]), d["format"], fields, system)
         random.Random(seed).shuffle(train_rows)

@@ -153,6 +153,8 @@ def _expected(error) -> str:
                 options.append(
                     f"a list of {', '.join(items['enum'])}" if "enum" in items else "a list"
                 )
+            elif "type" in alt:
+                options.append(f"a {alt['type']}")
         return f"expected {' or '.join(options)}"
     return error.message
 

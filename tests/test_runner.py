@@ -192,3 +192,31 @@ def test_allow_list_filters_entry_points(monkeypatch):
     assert load_registry().names() == []
     monkeypatch.setenv("JESSY_LOAD_PLUGINS", "mlx")
     assert load_registry().names() == ["mlx"]
+
+
+def test_several_training_files_are_mixed(tmp_path, toy_data):
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text("".join(json.dumps({"prompt": f"q{i}", "response": f"a{i}"}) + "\n"
+                             for i in range(8)))
+    spec = load_spec(write_spec(tmp_path / "mix.yaml", f"""\
+model:
+  name_or_path: {tmp_path}
+data:
+  train: [{toy_data}, {extra}]
+  validation_split: 0.25
+"""))
+    result = run(spec, tmp_path, make_backend("mixer"))
+    data = result.manifest["data"]
+    assert data["n_train"] + data["n_validation"] == 32 + 8
+    rows = (result.path / "data" / "train.jsonl").read_text() + (
+        result.path / "data" / "valid.jsonl").read_text()
+    assert rows.count('"q3"') == 1
+
+
+def test_train_must_be_a_file_or_a_list(tmp_path):
+    from jessy_adapters.spec import SpecError
+
+    path = write_spec(tmp_path / "bad.yaml", f"model:\n  name_or_path: {tmp_path}\n"
+                                             "data:\n  train: 3\n")
+    with pytest.raises(SpecError, match="expected a string or a list"):
+        load_spec(path)
