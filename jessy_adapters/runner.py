@@ -15,6 +15,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -227,7 +228,8 @@ class Runner:
         try:
             proc = subprocess.Popen(command, cwd=attempt_dir, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, bufsize=1,
-                                    start_new_session=True, errors="replace")
+                                    start_new_session=True, errors="replace",
+                                    preexec_fn=_die_with_parent)
         except OSError as exc:
             stdout_log.close()
             stderr_log.close()
@@ -347,6 +349,15 @@ class Runner:
                         return
 
         threading.Thread(target=insist, daemon=True).start()
+
+
+def _die_with_parent() -> None:
+    """Linux: the backend gets SIGTERM if jessy dies (even by SIGKILL), so no orphan keeps
+    training; its own session keeps a terminal's Ctrl-C for jessy to handle gracefully."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def shell_line(command: list[str], env: dict[str, str]) -> str:

@@ -164,3 +164,46 @@ training:
     assert m["attempts"][0]["failure"]["kind"] == "nan_loss", m["attempts"][0]
     steps = [json.loads(x)["step"] for x in (result.path / "metrics.jsonl").open()]
     assert max(steps) < 50  # stopped long before its 200 steps
+
+
+def test_run_json_stays_parseable_when_jessy_itself_is_killed(tmp_path, tiny_model, toy_data,
+                                                              mlx_env):
+    """SIGKILL `jessy run` (and its backend) mid-run: run.json is whole, logs and metrics kept."""
+    import os
+    import signal
+    import time
+
+    path = write_spec(tmp_path / "k.yaml", f"""\
+model:
+  name_or_path: {tiny_model}
+data:
+  train: {toy_data}
+  validation_split: 0.25
+training:
+  max_steps: 500
+  logging_steps: 1
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "jessy_adapters.cli", "run", "--backend",
+                             "mlx", str(path), "--output", str(tmp_path / "runs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        metrics = list((tmp_path / "runs").glob("*/metrics.jsonl"))
+        if metrics and len(metrics[0].read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # jessy's group
+    proc.wait()
+    run_dir = next((tmp_path / "runs").iterdir())
+    attempt = str(run_dir / "attempts" / "01-mlx")
+    for _ in range(50):  # the backend must not outlive jessy (PR_SET_PDEATHSIG)
+        alive = subprocess.run(["pgrep", "-f", attempt], capture_output=True).stdout.strip()
+        if not alive:
+            break
+        time.sleep(0.2)
+    assert not alive, "the backend kept running after jessy was killed"
+    m = json.loads((run_dir / "run.json").read_text())
+    assert m["status"] == "running" and m["attempts"][0]["backend"] == "mlx"
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) >= 3
+    assert (run_dir / "attempts" / "01-mlx" / "stdout.log").read_text()

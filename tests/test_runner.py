@@ -220,3 +220,22 @@ def test_train_must_be_a_file_or_a_list(tmp_path):
                                              "data:\n  train: 3\n")
     with pytest.raises(SpecError, match="expected a string or a list"):
         load_spec(path)
+
+
+def test_concurrent_runs_in_one_folder_never_clobber(spec, tmp_path):
+    """Eight runs at once into one output folder: eight complete, parseable run dirs."""
+    import concurrent.futures
+
+    reg = registry_with(make_backend("par"))
+
+    def one(_):
+        return Runner(reg, console=lambda m: None).run(spec, ["par"], tmp_path / "runs")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    paths = {r.path for r in results}
+    assert len(paths) == 8
+    for path in paths:
+        m = assert_valid_manifest(path)
+        assert m["status"] == "succeeded"
+        assert len((path / "metrics.jsonl").read_text().splitlines()) == 5
