@@ -3,8 +3,9 @@
 GGUF conversion uses llama.cpp's own converter (convert_hf_to_gguf.py + gguf-py), taken
 from the llama-cpp-python sdist on the package registry and kept under
 $JESSY_HOME/tools; f16 and q8_0 need no compiled code. q4_k_m needs llama.cpp's quantiser
-(llama-cpp-python, which compiles llama.cpp). Each GGUF is verified by loading it back and
-answering a question with the chat template it carries.
+(llama-cpp-python, which compiles llama.cpp). Each GGUF is verified by loading it in
+llama.cpp itself (node-llama-cpp's prebuilt binaries, from the npm registry) and answering a
+question with the chat template it carries; without node, transformers' GGUF reader does it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from .jsonio import write_json_atomic
 from .paths import jessy_home
 
 LLAMA_CPP_PYTHON = "0.3.36"
+NODE_LLAMA_CPP = "3.22.1"
+NODE_PLATFORMS = {("linux", "x86_64"): "linux-x64", ("linux", "aarch64"): "linux-arm64",
+                  ("darwin", "arm64"): "mac-arm64-metal", ("darwin", "x86_64"): "mac-x64"}
 NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 PURE_PYTHON_TYPES = ("f16", "q8_0")
 
@@ -113,6 +117,43 @@ def _quantise_q4_k_m(merged: Path, out_file: Path) -> Path:
     if rc != 0:
         raise ExportError(f"llama.cpp quantise to q4_k_m failed (code {rc})")
     return out_file
+
+
+def llama_cpp_runtime() -> Path | None:
+    """llama.cpp's prebuilt binaries through the npm package node-llama-cpp (no compiling),
+    installed once under $JESSY_HOME/tools; None when node/npm or the platform is missing."""
+    import platform
+
+    target = jessy_home() / "tools" / f"node-llama-cpp-{NODE_LLAMA_CPP}"
+    if (target / "node_modules" / "node-llama-cpp").is_dir():
+        return target
+    pkg = NODE_PLATFORMS.get((sys.platform, platform.machine()))
+    if not (shutil.which("node") and shutil.which("npm") and pkg):
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "package.json").write_text('{"name": "jessy-llama-cpp", "private": true}\n')
+    proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--omit=optional",
+                           f"node-llama-cpp@{NODE_LLAMA_CPP}",
+                           f"@node-llama-cpp/{pkg}@{NODE_LLAMA_CPP}"],
+                          cwd=target, capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
+        return None
+    return target
+
+
+def answer_with_llama_cpp(gguf_file: Path, question: str, system: str | None) -> str | None:
+    runtime = llama_cpp_runtime()
+    if runtime is None:
+        return None
+    script = runtime / "llama_chat.mjs"
+    shutil.copy2(Path(__file__).parent / "runtime" / "llama_chat.mjs", script)
+    proc = subprocess.run(["node", str(script), str(gguf_file), system or "", question],
+                          capture_output=True, text=True, cwd=runtime, timeout=600)
+    if proc.returncode != 0:
+        raise ExportError(f"llama.cpp could not load {gguf_file.name}: "
+                          f"{proc.stderr.strip()[-400:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["answer"].strip()
 
 
 def answer_from_gguf(gguf_file: Path, question: str, system: str | None,
@@ -215,8 +256,15 @@ def export_run(run_dir: Path, gguf_types: list[str] | None = None, ollama: bool 
         entry = {"type": kind, "path": path.name, "bytes": path.stat().st_size}
         if verify:
             entry["question"] = question
-            entry["answer"] = answer_from_gguf(path, question, system)
-            entry["verified_by"] = "transformers GGUF loader + the GGUF's chat template"
+            answer = answer_with_llama_cpp(path, question, system)
+            if answer is not None:
+                entry["answer"] = answer
+                entry["verified_by"] = (f"llama.cpp (node-llama-cpp {NODE_LLAMA_CPP} prebuilt) "
+                                        "with the GGUF's chat template")
+            else:
+                entry["answer"] = answer_from_gguf(path, question, system)
+                entry["verified_by"] = ("transformers GGUF loader + the GGUF's chat template "
+                                        "(no node/npm for llama.cpp)")
         record["gguf"].append(entry)
     if ollama:
         from transformers import AutoTokenizer

@@ -86,9 +86,13 @@ export:
     assert run.manifest["status"] == "succeeded"
     record = export_run(run.path, question="What is the capital of France?")
     assert [g["type"] for g in record["gguf"]] == ["f16", "q8_0"]
+    import shutil
+
     for g in record["gguf"]:
         assert (run.path / "export" / g["path"]).read_bytes()[:4] == b"GGUF"
         assert "paris" in g["answer"].lower(), g["answer"]
+        if shutil.which("node") and shutil.which("npm"):
+            assert g["verified_by"].startswith("llama.cpp"), g["verified_by"]
     f16, q8 = record["gguf"]
     assert q8["bytes"] < 0.6 * f16["bytes"]
     assert record["modelfile"]["family"] == "chatml"
