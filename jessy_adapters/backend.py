@@ -89,6 +89,9 @@ class Backend(ABC):
     pre_requirements: ClassVar[tuple[str, ...]] = ()
     """Installed before `requirements` (e.g. the CPU torch wheel, so pip never pulls CUDA)."""
 
+    trains: ClassVar[bool] = True
+    """False for backends that produce no adapter (the Modelfile baseline)."""
+
     uninstall: ClassVar[tuple[str, ...]] = ()
     """Removed after install: packages a dependency drags in that break the environment."""
 

@@ -71,7 +71,7 @@ def render_fields() -> str:
     from .plugins import load_registry
 
     registry = load_registry()
-    names = registry.names()
+    names = [n for n in registry.names() if registry.backends[n].trains]
     carried: dict[str, dict[str, str]] = {}
     example = SPECS_DIR / "examples" / "quickstart.yaml"
     for name in names:

@@ -214,7 +214,10 @@ class Runner:
             return end("failed", Failure(failures.CRASHED,
                                          f"normalising outputs failed: {type(exc).__name__}: "
                                          f"{exc}"))
-        run.manifest["adapter"] = {"path": "adapter", "backend": name, **info}
+        if info.get("format") == "none":
+            run.manifest["outputs"] = {"backend": name, **info}
+        else:
+            run.manifest["adapter"] = {"path": "adapter", "backend": name, **info}
         run.manifest["summary"] = summarise(run.metrics(), name, time.monotonic() - start)
         _plot(run)
         return end("succeeded", None)
