@@ -2,9 +2,10 @@
 
 GGUF conversion uses llama.cpp's own converter (convert_hf_to_gguf.py + gguf-py), taken
 from the llama-cpp-python sdist on the package registry and kept under
-$JESSY_HOME/tools; f16 and q8_0 need no compiled code. q4_k_m needs llama.cpp's quantiser
-(llama-cpp-python, which compiles llama.cpp). Each GGUF is verified by loading it in
-llama.cpp itself (node-llama-cpp's prebuilt binaries, from the npm registry) and answering a
+$JESSY_HOME/tools; f16 needs no compiled code. q8_0 and q4_k_m use llama.cpp's own
+quantiser: libllama from node-llama-cpp's prebuilt binaries (npm registry), called through
+ctypes (without node, q8_0 comes from the converter's reference Q8_0 and q4_k_m is refused
+with the fix). Each GGUF is verified in llama.cpp itself (node-llama-cpp) by answering a
 question with the chat template it carries; without node, transformers' GGUF reader does it.
 """
 
@@ -86,11 +87,32 @@ def merge(model_path: str, adapter: Path, out: Path) -> Path:
     return out
 
 
+LLAMA_FTYPES = {"q8_0": 7, "q4_k_m": 15}  # enum llama_ftype, stable across releases
+
+
 def to_gguf(merged: Path, outtype: str, out_file: Path) -> Path:
-    if outtype == "q4_k_m":
-        return _quantise_q4_k_m(merged, out_file)
+    """f16 with llama.cpp's converter; q8_0/q4_k_m with llama.cpp's own quantiser when its
+    library is at hand (q8_0 falls back to the converter's reference Q8_0)."""
+    if outtype in LLAMA_FTYPES:
+        library = llama_library()
+        if library is not None:
+            f16 = out_file.with_name(out_file.stem + ".source-f16.gguf")
+            _convert(merged, "f16", f16)
+            try:
+                _llama_quantize(library, f16, out_file, LLAMA_FTYPES[outtype])
+            finally:
+                f16.unlink(missing_ok=True)
+            return out_file
+        if outtype == "q4_k_m":
+            raise ExportError("q4_k_m needs llama.cpp's quantiser: install node and npm (jessy "
+                              f"then fetches node-llama-cpp {NODE_LLAMA_CPP}'s prebuilt "
+                              "llama.cpp); f16 and q8_0 need neither")
     if outtype not in PURE_PYTHON_TYPES:
         raise ExportError(f"unknown GGUF type {outtype}")
+    return _convert(merged, outtype, out_file)
+
+
+def _convert(merged: Path, outtype: str, out_file: Path) -> Path:
     tools = converter_dir()
     proc = subprocess.run([sys.executable, str(tools / "convert_hf_to_gguf.py"), str(merged),
                            "--outtype", outtype, "--outfile", str(out_file)],
@@ -101,22 +123,43 @@ def to_gguf(merged: Path, outtype: str, out_file: Path) -> Path:
     return out_file
 
 
-def _quantise_q4_k_m(merged: Path, out_file: Path) -> Path:
-    try:
-        import llama_cpp  # type: ignore
-    except ImportError:
-        raise ExportError("q4_k_m needs llama.cpp's quantiser: pip install "
-                          f"llama-cpp-python=={LLAMA_CPP_PYTHON} (compiles llama.cpp; long on "
-                          "2 cores), then run export again; f16 and q8_0 need nothing") from None
-    f16 = out_file.with_name(out_file.stem + ".source-f16.gguf")
-    to_gguf(merged, "f16", f16)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
-    rc = llama_cpp.llama_model_quantize(str(f16).encode(), str(out_file).encode(), params)
-    f16.unlink(missing_ok=True)
-    if rc != 0:
-        raise ExportError(f"llama.cpp quantise to q4_k_m failed (code {rc})")
-    return out_file
+def llama_library() -> Path | None:
+    """libllama from node-llama-cpp's prebuilt binaries (Linux/macOS), or None."""
+    runtime = llama_cpp_runtime()
+    if runtime is None:
+        return None
+    hits = sorted((runtime / "node_modules" / "@node-llama-cpp").glob("*/bins/*/libllama*"))
+    return hits[0] if hits else None
+
+
+def _llama_quantize(library: Path, src: Path, dst: Path, ftype: int) -> None:
+    """llama.cpp's llama_model_quantize through ctypes.
+
+    Only the first two fields of llama_model_quantize_params (int32 nthread, enum ftype)
+    are touched; the struct is over-allocated so whatever size this release has fits.
+    """
+    import ctypes
+
+    for dep in sorted(library.parent.glob("libggml-base*")) + sorted(
+            library.parent.glob("libggml.*")):
+        ctypes.CDLL(str(dep), mode=ctypes.RTLD_GLOBAL)
+    llama = ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+
+    class Params(ctypes.Structure):
+        _fields_ = [("nthread", ctypes.c_int32), ("ftype", ctypes.c_int32),
+                    ("rest", ctypes.c_ubyte * 1024)]
+
+    llama.llama_model_quantize_default_params.restype = Params
+    llama.llama_model_quantize.argtypes = [ctypes.c_char_p, ctypes.c_char_p,
+                                           ctypes.POINTER(Params)]
+    llama.llama_model_quantize.restype = ctypes.c_uint32
+    llama.llama_backend_init()
+    params = llama.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = 1
+    rc = llama.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0 or not dst.is_file():
+        raise ExportError(f"llama.cpp quantise to ftype {ftype} failed (code {rc})")
 
 
 def llama_cpp_runtime() -> Path | None:

@@ -47,24 +47,22 @@ def test_template_family():
         template_family("[INST]", "auto")
 
 
-def test_q4_k_m_without_llama_cpp_says_how(tmp_path):
-    pytest.importorskip("torch")
-    try:
-        import llama_cpp  # noqa: F401
+def test_q4_k_m_without_llama_cpp_says_how(tmp_path, monkeypatch):
+    import jessy_adapters.export as export
 
-        pytest.skip("llama-cpp-python is installed here")
-    except ImportError:
-        pass
-    from jessy_adapters.export import to_gguf
-
-    with pytest.raises(ExportError, match="pip install llama-cpp-python"):
-        to_gguf(tmp_path, "q4_k_m", tmp_path / "x.gguf")
+    monkeypatch.setattr(export, "llama_library", lambda: None)
+    with pytest.raises(ExportError, match="install node and npm"):
+        export.to_gguf(tmp_path, "q4_k_m", tmp_path / "x.gguf")
 
 
 @pytest.mark.slow
 def test_export_of_a_real_smollm2_run_answers_from_each_gguf(tmp_path, smollm2, toy_data,
                                                              mlx_env):
-    """Train SmolLM2 briefly, export f16 + q8_0, and check both GGUFs answer coherently."""
+    """Train SmolLM2 briefly, export f16, q8_0, q4_k_m; each answers coherently in llama.cpp."""
+    from jessy_adapters.export import llama_library
+
+    if llama_library() is None:
+        pytest.skip("no node/npm here: llama.cpp's quantiser and runtime are not available")
     spec = load_spec(write_spec(tmp_path / "spec.yaml", f"""\
 name: export-test
 model:
@@ -79,13 +77,13 @@ training:
   batch_size: 2
   learning_rate: 0.0001
 export:
-  gguf: [f16, q8_0]
+  gguf: [f16, q8_0, q4_k_m]
 """))
     run = Runner(load_registry(), console=lambda m: print(m, file=sys.stderr)).run(
         spec, ["mlx"], tmp_path / "runs")
     assert run.manifest["status"] == "succeeded"
     record = export_run(run.path, question="What is the capital of France?")
-    assert [g["type"] for g in record["gguf"]] == ["f16", "q8_0"]
+    assert [g["type"] for g in record["gguf"]] == ["f16", "q8_0", "q4_k_m"]
     import shutil
 
     for g in record["gguf"]:
@@ -93,8 +91,8 @@ export:
         assert "paris" in g["answer"].lower(), g["answer"]
         if shutil.which("node") and shutil.which("npm"):
             assert g["verified_by"].startswith("llama.cpp"), g["verified_by"]
-    f16, q8 = record["gguf"]
-    assert q8["bytes"] < 0.6 * f16["bytes"]
+    f16, q8, q4 = record["gguf"]
+    assert q4["bytes"] < q8["bytes"] < 0.6 * f16["bytes"]
     assert record["modelfile"]["family"] == "chatml"
     assert validate_modelfile(run.path / "export" / "Modelfile") == []
     saved = json.loads((run.path / "export" / "export.json").read_text())
