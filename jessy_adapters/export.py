@@ -273,6 +273,17 @@ def validate_modelfile(path: Path) -> list[str]:
     return problems
 
 
+def ollama_create(name: str, folder: Path) -> str | None:
+    """`ollama create NAME -f Modelfile` where an Ollama CLI is installed; what it said."""
+    if not shutil.which("ollama"):
+        return None
+    proc = subprocess.run(["ollama", "create", name, "-f", "Modelfile"], cwd=folder,
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise ExportError(f"ollama create {name} failed: {proc.stderr.strip()[-400:]}")
+    return (proc.stdout.strip().splitlines() or ["created"])[-1]
+
+
 def export_run(run_dir: Path, gguf_types: list[str] | None = None, ollama: bool = True,
                verify: bool = True, question: str | None = None) -> dict:
     import yaml
@@ -324,7 +335,7 @@ def export_run(run_dir: Path, gguf_types: list[str] | None = None, ollama: bool 
         name = export_spec.get("ollama", {}).get("model_name") or spec.get("name") or "jessy"
         record["modelfile"] = {"path": "export/Modelfile", "family": family,
                                "import": f"cd {out} && ollama create {name} -f Modelfile",
-                               "ollama_server": shutil.which("ollama") is not None}
+                               "ollama_created": ollama_create(name, out)}
     record["seconds"] = round(time.monotonic() - start, 1)
     write_json_atomic(out / "export.json", record)
     return record

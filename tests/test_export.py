@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -97,3 +98,22 @@ export:
     assert validate_modelfile(run.path / "export" / "Modelfile") == []
     saved = json.loads((run.path / "export" / "export.json").read_text())
     assert saved["gguf"][1]["answer"] == q8["answer"]
+
+
+def test_ollama_create_is_called_where_ollama_exists(tmp_path, monkeypatch):
+    """With an `ollama` CLI on PATH, export runs `ollama create NAME -f Modelfile` there."""
+    from jessy_adapters.export import ollama_create
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "ollama"
+    fake.write_text("#!/bin/sh\necho \"$@\" > \"$PWD/ollama-args\"\necho success\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    folder = tmp_path / "export"
+    folder.mkdir()
+    assert ollama_create("jessy-maximum", folder) == "success"
+    assert (folder / "ollama-args").read_text().split() == ["create", "jessy-maximum", "-f",
+                                                             "Modelfile"]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert ollama_create("x", folder) is None
