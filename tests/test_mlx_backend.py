@@ -207,3 +207,22 @@ training:
     assert m["status"] == "running" and m["attempts"][0]["backend"] == "mlx"
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) >= 3
     assert (run_dir / "attempts" / "01-mlx" / "stdout.log").read_text()
+
+
+def test_timeout_stops_a_real_backend(tmp_path, tiny_model, toy_data, mlx_env):
+    spec = load_spec(write_spec(tmp_path / "t.yaml", f"""\
+model:
+  name_or_path: {tiny_model}
+data:
+  train: {toy_data}
+  validation_split: 0.25
+training:
+  max_steps: 5000
+  logging_steps: 1
+"""))
+    result = Runner(load_registry(), console=lambda m: None, timeout=20).run(
+        spec, ["mlx"], tmp_path / "runs")
+    attempt = result.manifest["attempts"][0]
+    assert attempt["failure"]["kind"] == "timeout"
+    assert attempt["seconds"] < 60
+    assert (result.path / "attempts" / "01-mlx" / "stdout.log").read_text()
