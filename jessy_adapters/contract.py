@@ -139,27 +139,25 @@ def backend_env(backend_name):
     return env
 
 
-def _spec(tmp_path: Path, model: str, data: Path, extra: str = ""):
-    path = tmp_path / "contract.yaml"
-    path.write_text(f"""\
-name: contract
-model:
-  name_or_path: {model}
-  max_seq_length: 128
-data:
-  train: {data}
-  validation_split: 0.25
-lora:
-  r: 4
-  alpha: 8
-training:
-  max_steps: 8
-  batch_size: 4
-  learning_rate: 0.01
-  logging_steps: 1
-  lr_scheduler: constant
-{extra}""")
+def tiny_spec(tmp_path: Path, model: str, data: Path, name: str = "contract",
+              training: dict | None = None, **sections):
+    """A small real-training spec (rank-4 LoRA, a few steps) for tests of any backend."""
+    import yaml
+
+    doc = {"name": name,
+           "model": {"name_or_path": str(model), "max_seq_length": 128},
+           "data": {"train": str(data), "validation_split": 0.25},
+           "lora": {"r": 4, "alpha": 8},
+           "training": {"max_steps": 8, "batch_size": 4, "learning_rate": 0.01,
+                        "logging_steps": 1, "lr_scheduler": "constant", **(training or {})}}
+    doc.update(sections)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return load_spec(path)
+
+
+def _spec(tmp_path: Path, model: str, data: Path):
+    return tiny_spec(tmp_path, model, data)
 
 
 def _run(backend_name, spec, tmp_path):

@@ -9,35 +9,17 @@ import signal
 import threading
 import time
 
-from conftest import require_env, write_spec
+from conftest import require_env
 
+from jessy_adapters.contract import tiny_spec
 from jessy_adapters.plugins import load_registry
 from jessy_adapters.runner import Runner
-from jessy_adapters.spec import load_spec
 
 
 def spec_for(tmp_path, model, data, name, steps, continue_on_fallback):
-    return load_spec(write_spec(tmp_path / f"{name}.yaml", f"""\
-name: {name}
-model:
-  name_or_path: {model}
-  max_seq_length: 128
-data:
-  train: {data}
-  validation_split: 0.25
-lora:
-  r: 4
-  alpha: 8
-training:
-  max_steps: {steps}
-  batch_size: 4
-  learning_rate: 0.01
-  logging_steps: 1
-  save_steps: 2
-  eval_steps: 100
-  lr_scheduler: constant
-  continue_on_fallback: {str(continue_on_fallback).lower()}
-"""))
+    return tiny_spec(tmp_path, model, data, name,
+                     {"max_steps": steps, "save_steps": 2, "eval_steps": 100,
+                      "continue_on_fallback": continue_on_fallback})
 
 
 def first_mlx_eval(run_dir) -> float:

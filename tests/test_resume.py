@@ -9,35 +9,17 @@ import threading
 import time
 
 import pytest
-from conftest import require_env, write_spec
+from conftest import require_env
 
 from jessy_adapters import failures
+from jessy_adapters.contract import tiny_spec
 from jessy_adapters.plugins import load_registry
 from jessy_adapters.runner import ResumeError, Runner
-from jessy_adapters.spec import load_spec
 
 
 def spec_for(tmp_path, model, data, steps, save):
-    return load_spec(write_spec(tmp_path / "spec.yaml", f"""\
-name: resume-test
-model:
-  name_or_path: {model}
-  max_seq_length: 128
-data:
-  train: {data}
-  validation_split: 0.25
-lora:
-  r: 4
-  alpha: 8
-training:
-  max_steps: {steps}
-  batch_size: 4
-  learning_rate: 0.01
-  logging_steps: 1
-  save_steps: {save}
-  eval_steps: 100
-  lr_scheduler: constant
-"""))
+    return tiny_spec(tmp_path, model, data, "resume-test",
+                     {"max_steps": steps, "save_steps": save, "eval_steps": 100})
 
 
 def interrupt_after(runner: Runner, tmp_path, backend: str, step: int, run_fn):

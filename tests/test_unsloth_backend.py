@@ -14,6 +14,7 @@ import pytest
 from conftest import require_env, write_spec
 
 from jessy_adapters.backend import RunInputs, TranslationRefused
+from jessy_adapters.contract import tiny_spec
 from jessy_adapters.data import prepare
 from jessy_adapters.envs import BackendEnv
 from jessy_adapters.plugins import load_registry
@@ -130,25 +131,8 @@ def unsloth_env():
     return require_env("unsloth")
 
 
-def spec_for(tmp_path, model, data, steps=4, extra=""):
-    return load_spec(write_spec(tmp_path / "spec.yaml", f"""\
-name: unsloth-test
-model:
-  name_or_path: {model}
-  max_seq_length: 128
-data:
-  train: {data}
-  validation_split: 0.25
-lora:
-  r: 4
-  alpha: 8
-training:
-  max_steps: {steps}
-  batch_size: 4
-  learning_rate: 0.01
-  logging_steps: 1
-  lr_scheduler: constant
-{extra}"""))
+def spec_for(tmp_path, model, data, steps=4):
+    return tiny_spec(tmp_path, model, data, "unsloth-test", {"max_steps": steps})
 
 
 def test_unsloth_trains_on_cpu_for_real(tmp_path, tiny_model, toy_data, unsloth_env):
