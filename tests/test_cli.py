@@ -79,7 +79,7 @@ def test_translate_refusal_exits_2(tmp_path, smollm2):
     spec = yaml.safe_load((SPEC_EXAMPLES / "quickstart.yaml").read_text())
     spec["method"] = "full"
     del spec["lora"]
-    spec["data"]["train"] = str((SPEC_EXAMPLES / spec["data"]["train"]).resolve())
+    spec["data"]["train"] = [str((SPEC_EXAMPLES / f).resolve()) for f in spec["data"]["train"]]
     spec["evaluation"] = {}
     path = write_spec(tmp_path / "full.yaml", yaml.safe_dump(spec))
     proc = jessy("translate", "--backend", "mlx", path)
