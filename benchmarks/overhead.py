@@ -1,12 +1,11 @@
 """Layer overhead: `jessy run --backend B` vs the backend's own command on the same native config.
 
 Run: .venv/bin/python benchmarks/overhead.py [--steps 20] [--repeat 2] [--backends mlx,...]
-For each backend whose environment exists: one `jessy run` on the tiny test model (which
-also writes the native config and exact command), then `--repeat` timed rounds of
-(a) `jessy run` end to end and (b) the attempt's command.txt run directly with the same
-environment variables. Prints wall times and the ratio (goal <= 1.03 on real runs; on a
-seconds-long tiny run jessy's fixed costs dominate) and writes
-benchmarks/results/overhead.json.
+For each backend whose environment exists: a warm-up `jessy run` on the tiny test model,
+then `--repeat` timed rounds of (a) `jessy run` end to end and (b) the same native config
+from `jessy translate`, its command.txt (command + environment) run directly. Prints wall
+times and the ratio (goal <= 1.03 on real runs; on a seconds-long tiny run jessy's fixed
+costs dominate) and writes benchmarks/results/overhead.json.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -36,13 +34,13 @@ def jessy_run(spec: Path, backend: str, out: Path) -> tuple[float, Path]:
     return took, Path(proc.stdout.strip().splitlines()[-1])
 
 
-def native_run(run_dir: Path) -> float:
-    manifest = json.loads((run_dir / "run.json").read_text())
-    attempt = manifest["attempts"][-1]
-    command = shlex.split(attempt["command"])
-    env = {**os.environ, **attempt["env"]}
+def native_run(spec: Path, backend: str, out: Path) -> float:
+    """`jessy translate` into a fresh folder, then time only its command.txt (the exact
+    command with its environment), as a user running the backend by hand would."""
+    subprocess.run(JESSY + ["translate", "--backend", backend, str(spec), "--out", str(out)],
+                   capture_output=True, check=True)
     start = time.perf_counter()
-    subprocess.run(command, cwd=run_dir / attempt["dir"], env=env, capture_output=True,
+    subprocess.run(["bash", str(out / "command.txt")], cwd=out, capture_output=True,
                    check=True)
     return time.perf_counter() - start
 
@@ -77,11 +75,11 @@ training:
         if not BackendEnv(backend).exists():
             print(f"{backend}: no environment, skipped")
             continue
-        _, run_dir = jessy_run(spec, backend, work / "runs")  # warm-up + native files
+        jessy_run(spec, backend, work / "runs")  # warm-up: page cache, compiled kernels
         wrapped, native = [], []
-        for _ in range(args.repeat):
+        for i in range(args.repeat):
             wrapped.append(jessy_run(spec, backend, work / "runs")[0])
-            native.append(native_run(run_dir))
+            native.append(native_run(spec, backend, work / f"native-{backend}-{i}"))
         w, n = statistics.median(wrapped), statistics.median(native)
         rows.append({"backend": backend, "steps": args.steps, "jessy_run_s": round(w, 2),
                      "native_s": round(n, 2), "ratio": round(w / n, 3),
