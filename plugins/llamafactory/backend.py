@@ -20,6 +20,7 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.checkpoints import hf_checkpoint_as_peft
+from jessy_adapters.devices import nvidia_gpu
 from jessy_adapters.failures import Failure, last_error_line
 
 from .translate import dataset_info_json, translate_config
@@ -35,7 +36,7 @@ _CONFIG = re.compile(r"Failed to load tokenizer|Template \S+ does not exist|Some
 
 
 def _gpu() -> bool:
-    return Path("/proc/driver/nvidia/version").is_file() or shutil.which("nvidia-smi") is not None
+    return nvidia_gpu() is not None
 
 
 class LlamaFactoryBackend(Backend):

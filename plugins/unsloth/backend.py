@@ -18,9 +18,9 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.checkpoints import hf_checkpoint_as_peft
+from jessy_adapters.devices import nvidia_gpu
 from jessy_adapters.failures import Failure, last_error_line
 
-from .gpu import nvidia_gpu
 from .translate import translate_config
 
 HERE = Path(__file__).resolve().parent

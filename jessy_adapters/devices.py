@@ -1,6 +1,7 @@
-"""Is there an NVIDIA GPU? Answered in milliseconds, without importing torch or Unsloth.
+"""Is there an NVIDIA GPU? Answered in milliseconds, without importing torch or a backend.
 
-Unsloth's import costs 30-40 s; these are the same signals it relies on, checked first.
+Backends' imports cost 20-40 s (Unsloth's 30-40 s); these are the same signals they rely
+on, checked first by every plugin that needs CUDA.
 """
 
 from __future__ import annotations
