@@ -101,3 +101,17 @@ def save_peft_adapter(tensors: dict[str, np.ndarray], config: dict, out_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     write_safetensors(tensors, out_dir / "adapter_model.safetensors")
     (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def copy_peft_adapter(src: Path, adapter_dir: Path, base_model: str) -> dict:
+    """Copy a PEFT adapter folder a backend wrote, pointing it at the model jessy resolved."""
+    import shutil
+
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "adapter_model.safetensors", adapter_dir / "adapter_model.safetensors")
+    config = json.loads((src / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base_model
+    (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    targets = config["target_modules"]
+    return {"format": "peft", "r": config["r"], "lora_alpha": config["lora_alpha"],
+            "target_modules": sorted(targets) if isinstance(targets, list) else targets}

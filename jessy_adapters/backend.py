@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from .spec import Spec
 
 EVENT_PREFIX = "JESSY_EVENT "
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
+               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+"""Every backend subprocess: nothing downloads or phones home at run time."""
 """Runner scripts inside backend environments print one JSON metric per line after this."""
 
 

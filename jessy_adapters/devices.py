@@ -22,3 +22,13 @@ def nvidia_gpu() -> str | None:
     if shutil.which("nvidia-smi"):
         return "nvidia-smi present"
     return None
+
+
+def torch_threads_env() -> dict[str, str]:
+    """One torch thread unless JESSY_TORCH_THREADS says otherwise.
+
+    Measured on a 2-core box (docs/BACKENDS.md): 4 Unsloth CPU steps took 16.6 s with 2
+    threads and 0.40 s with 1; LLaMA-Factory 3-4 s/step with 1 vs 2-16 s with spikes on 2.
+    """
+    threads = os.environ.get("JESSY_TORCH_THREADS", "1")
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}

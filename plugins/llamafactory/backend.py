@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -11,7 +9,9 @@ from pathlib import Path
 import yaml
 
 from jessy_adapters import failures
+from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
+    OFFLINE_ENV,
     Availability,
     Backend,
     RunInputs,
@@ -20,7 +20,7 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.checkpoints import hf_checkpoint_as_peft
-from jessy_adapters.devices import nvidia_gpu
+from jessy_adapters.devices import nvidia_gpu, torch_threads_env
 from jessy_adapters.failures import Failure, last_error_line
 
 from .translate import dataset_info_json, translate_config
@@ -68,15 +68,11 @@ class LlamaFactoryBackend(Backend):
             files={"llamafactory.yaml": yaml.safe_dump(cfg, sort_keys=False),
                    "data/dataset_info.json": dataset_info_json(inputs)},
             command=[str(env.python), str(ENTRY), str(attempt_dir / "llamafactory.yaml")],
-            env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
-                 "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-                 "DISABLE_VERSION_CHECK": "1"},
+            env={**OFFLINE_ENV, "DISABLE_VERSION_CHECK": "1"},
             notes=notes, carried=carried, total_steps=total)
 
     def launch_environment(self, env) -> dict[str, str]:
-        # 3-4 s/step with 1 thread vs 2-16 s/step with spikes with 2 (BACKENDS.md, 2 cores).
-        threads = os.environ.get("JESSY_TORCH_THREADS", "1")
-        return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        return torch_threads_env()
 
     def after_env_create(self, env) -> list[str]:
         """torchaudio's PyPI extension needs CUDA's libc10_cuda; torchaudio runs without it.
@@ -105,15 +101,7 @@ class LlamaFactoryBackend(Backend):
         return notes
 
     def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
-        src = attempt_dir / OUTPUT_DIR
-        adapter_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / "adapter_model.safetensors", adapter_dir / "adapter_model.safetensors")
-        config = json.loads((src / "adapter_config.json").read_text())
-        config["base_model_name_or_path"] = inputs.model_path
-        (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        return {"format": "peft", "r": config["r"], "lora_alpha": config["lora_alpha"],
-                "target_modules": sorted(config["target_modules"])
-                if isinstance(config["target_modules"], list) else config["target_modules"]}
+        return copy_peft_adapter(attempt_dir / OUTPUT_DIR, adapter_dir, inputs.model_path)
 
     def checkpoint_as_peft(self, attempt_dir: Path, out_dir: Path) -> Path | None:
         return hf_checkpoint_as_peft(attempt_dir)

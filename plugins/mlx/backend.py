@@ -13,6 +13,7 @@ import yaml
 from jessy_adapters import failures
 from jessy_adapters.adapters import mlx_to_peft, read_safetensors, save_peft_adapter
 from jessy_adapters.backend import (
+    OFFLINE_ENV,
     Availability,
     Backend,
     RunInputs,
@@ -75,8 +76,7 @@ class MLXBackend(Backend):
         return Translation(
             files={"mlx_lora.yaml": yaml.safe_dump(cfg, sort_keys=False)},
             command=command,
-            env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                 "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"},
+            env=dict(OFFLINE_ENV),
             notes=notes,
             carried=carried,
             total_steps=cfg["iters"] // cfg["grad_accumulation_steps"],

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 from jessy_adapters import failures
+from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
+    OFFLINE_ENV,
     Availability,
     Backend,
     RunInputs,
@@ -18,7 +18,7 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.checkpoints import hf_checkpoint_as_peft
-from jessy_adapters.devices import nvidia_gpu
+from jessy_adapters.devices import nvidia_gpu, torch_threads_env
 from jessy_adapters.failures import Failure, last_error_line
 
 from .translate import translate_config
@@ -60,10 +60,8 @@ class UnslothBackend(Backend):
             spec, inputs, str(attempt_dir / OUTPUT_DIR), on_gpu)
         if refusals:
             raise TranslationRefused(self.name, refusals)
-        run_env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
-                   "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-                   # never let Unsloth fetch or build llama.cpp at run time
-                   "UNSLOTH_AUTO_INSTALL": "0"}
+        # never let Unsloth fetch or build llama.cpp at run time
+        run_env = {**OFFLINE_ENV, "UNSLOTH_AUTO_INSTALL": "0"}
         if inputs.require_accelerator:
             run_env["UNSLOTH_DISABLE_CPU_FALLBACK"] = "1"
         return Translation(
@@ -72,22 +70,11 @@ class UnslothBackend(Backend):
             env=run_env, notes=notes, carried=carried, total_steps=cfg["total_steps"])
 
     def launch_environment(self, env) -> dict[str, str]:
-        # Measured on a 2-core box: 4 Unsloth CPU steps took 16.6 s with 2 torch threads and
-        # 0.40 s with 1 (small ops thrash); JESSY_TORCH_THREADS overrides.
-        threads = os.environ.get("JESSY_TORCH_THREADS", "1")
-        return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        return torch_threads_env()
 
     def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
-        src = attempt_dir / OUTPUT_DIR / "adapter"
-        adapter_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("adapter_model.safetensors",):
-            shutil.copy2(src / name, adapter_dir / name)
-        config = json.loads((src / "adapter_config.json").read_text())
-        config["base_model_name_or_path"] = inputs.model_path
-        (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        return {"format": "peft", "r": config["r"], "lora_alpha": config["lora_alpha"],
-                "target_modules": sorted(config["target_modules"])
-                if isinstance(config["target_modules"], list) else config["target_modules"]}
+        return copy_peft_adapter(attempt_dir / OUTPUT_DIR / "adapter", adapter_dir,
+                                 inputs.model_path)
 
     def checkpoint_as_peft(self, attempt_dir: Path, out_dir: Path) -> Path | None:
         return hf_checkpoint_as_peft(attempt_dir)
