@@ -14,6 +14,7 @@ from pathlib import Path
 
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
+from jessy_adapters.scaleout import single_process_only
 
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_8bit", "adam": "adamw_torch",
@@ -59,6 +60,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
     refusals: list[Refusal] = []
     notes: list[str] = []
     carried: dict[str, str] = {}
+    single_process_only(spec, "llamafactory", refusals, carried)
     method = spec["method"]
     if inputs.data.format == "text":
         refusals.append(Refusal("/data/format", "text rows: LLaMA-Factory's sft stage needs "

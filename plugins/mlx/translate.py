@@ -14,6 +14,7 @@ from pathlib import Path
 
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter
+from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.templates import template_for
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -76,6 +77,7 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
     refusals: list[Refusal] = []
     notes: list[str] = []
     carried: dict[str, str] = {}
+    single_process_only(spec, "mlx", refusals, carried)
     accum = t["gradient_accumulation_steps"]
     n_train = inputs.data.n_train
 

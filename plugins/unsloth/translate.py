@@ -13,6 +13,7 @@ from pathlib import Path
 
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
+from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.templates import template_for
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -32,6 +33,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
     refusals: list[Refusal] = []
     notes: list[str] = []
     carried: dict[str, str] = {}
+    single_process_only(spec, "unsloth", refusals, carried)
     method = spec["method"]
 
     dtype = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}.get(m["dtype"])

@@ -1,0 +1,279 @@
+"""Spec -> Axolotl's YAML (the file `axolotl train` reads), its dataset, and launcher flags.
+
+Meaning, not names: single-turn rows use a user-defined dataset `type:` block whose format
+strings are the model's own chat format (ChatML, Gemma, Llama-3), with the turn's closing
+marker appended to the response (Axolotl adds EOS only when it differs); multi-turn rows or an
+unknown format use Axolotl's `chat_template` type with the tokenizer's template. On CPU Axolotl
+needs bf16/fp16 written out as false (`auto` turns fp16 on) and its four Triton LoRA kernels
+off (they are hard-coded to CUDA). Axolotl silently drops unknown keys and accepts lr = -1, so
+jessy's schema is the strict layer; Axolotl's own validate_config checks the rest (tests).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from jessy_adapters.backend import Refusal, RunInputs
+from jessy_adapters.checkpoints import check_init_adapter, hf_resume
+from jessy_adapters.scaleout import (
+    RESOURCE_FIELDS,
+    deepspeed_config,
+    offload_refusals,
+    torchrun_args,
+    world_size,
+)
+from jessy_adapters.templates import TURN_FORMATS, chat_family
+
+SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "adam": "adamw_torch",
+              "sgd": "sgd"}
+ATTENTION = {"eager": "eager", "sdpa": "sdpa", "flash_attention_2": "flash_attention_2"}
+CPU_KERNELS_OFF = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel",
+                   "lora_embedding_kernel")
+JESSY_PLUGIN = "jessy_axolotl_plugin.JessyPlugin"
+"""An Axolotl plugin (plugins/axolotl/runtime/) that adds jessy's metrics callback."""
+
+
+def _rows(path: Path):
+    with path.open() as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _single_turn(messages: list[dict]) -> tuple[str, str, str] | None:
+    """(system, prompt, response) when the row is one exchange, else None."""
+    system = ""
+    rest = messages
+    if rest and rest[0]["role"] == "system":
+        system, rest = rest[0]["content"], rest[1:]
+    if len(rest) == 2 and rest[0]["role"] == "user" and rest[1]["role"] == "assistant":
+        return system, rest[0]["content"], rest[1]["content"]
+    return None
+
+
+def flat_rows(path: Path, family: str) -> list[dict] | None:
+    """Prepared chat rows as instruction/output rows for the user-defined type; None when a
+    row has more than one exchange (those go through chat_template instead)."""
+    fmt = TURN_FORMATS[family]
+    out = []
+    for row in _rows(path):
+        turn = _single_turn(row["messages"])
+        if turn is None:
+            return None
+        system, prompt, response = turn
+        if family == "gemma" and system:  # Gemma has no system role: it opens the user turn
+            prompt, system = fmt["system"].format(system=system) + prompt, ""
+        out.append({"system": system, "instruction": prompt, "output": response + fmt["end"]})
+    return out
+
+
+def dataset_block(file: str, family: str | None, flat: bool, text: bool) -> dict:
+    if text:
+        return {"path": file, "ds_type": "json", "type": "completion", "field": "text"}
+    if flat and family:
+        fmt = TURN_FORMATS[family]
+        return {"path": file, "ds_type": "json", "type": {
+            "field_system": "system", "field_instruction": "instruction",
+            "field_output": "output", "format": fmt["prompt"], "no_input_format": fmt["prompt"],
+            "system_format": fmt["system"] if family != "gemma" else "{system}"}}
+    return {"path": file, "ds_type": "json", "type": "chat_template",
+            "field_messages": "messages", "message_property_mappings":
+                {"role": "role", "content": "content"},
+            "roles_to_train": ["assistant"], "train_on_eos": "turn"}
+
+
+def decoder_layer_class(model_path: str) -> str | None:
+    cfg = Path(model_path) / "config.json"
+    if not cfg.is_file():
+        return None
+    arch = (json.loads(cfg.read_text()).get("architectures") or [""])[0]
+    return arch.replace("ForCausalLM", "DecoderLayer") if arch.endswith("ForCausalLM") else None
+
+
+def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
+    """Return (config, data files, launcher flags, refusals, notes, carried, total steps)."""
+    m, t, lora, d, res = (spec["model"], spec["training"], spec["lora"], spec["data"],
+                          spec["resources"])
+    refusals: list[Refusal] = []
+    notes: list[str] = []
+    carried: dict[str, str] = {}
+    method = spec["method"]
+    text = inputs.data.format == "text"
+    family = chat_family(inputs.model_path, m["chat_template"])
+    files: dict[str, str] = {}
+
+    def dataset(path: Path, name: str) -> dict:
+        flat = None if (text or family is None) else flat_rows(path, family)
+        if flat is None:
+            return dataset_block(str(path), family, False, text)
+        files[f"data/{name}.jsonl"] = "".join(json.dumps(r) + "\n" for r in flat)
+        return dataset_block(str(attempt_dir / "data" / f"{name}.jsonl"), family, True, text)
+
+    train_block = dataset(inputs.data.train, "axolotl_train")
+    if train_block["type"] == "chat_template" and not text:
+        notes.append("rows with several exchanges or an unknown chat format: Axolotl's "
+                     "chat_template type renders them with the tokenizer's own template")
+    if m["chat_template"] != "auto" and train_block["type"] == "chat_template":
+        refusals.append(Refusal("/model/chat_template", "a named template with multi-turn "
+                                "rows: set it on the tokenizer, Axolotl renders its own"))
+    cfg: dict = {
+        "base_model": inputs.model_path,
+        "trust_remote_code": m["trust_remote_code"],
+        "sequence_len": m["max_seq_length"],
+        "datasets": [train_block],
+        "dataset_prepared_path": str(attempt_dir / "prepared"),
+        "dataset_processes": 1,
+        "dataloader_num_workers": 0,
+        "output_dir": str(attempt_dir / "output"),
+        "train_on_inputs": not d["train_on_responses_only"],
+        "micro_batch_size": t["batch_size"],
+        "gradient_accumulation_steps": t["gradient_accumulation_steps"],
+        "num_epochs": float(t["epochs"]),
+        "learning_rate": t["learning_rate"],
+        "lr_scheduler": SCHEDULERS[t["lr_scheduler"]],
+        "warmup_steps": t["warmup_steps"],
+        "weight_decay": t["weight_decay"],
+        "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
+        "optimizer": OPTIMIZERS[t["optimizer"]],
+        "seed": t["seed"],
+        "logging_steps": t["logging_steps"],
+        "gradient_checkpointing": t["gradient_checkpointing"],
+        "include_tokens_per_second": True,  # -> include_num_input_tokens_seen: tokens/s
+        "include_tkps": False,
+        "save_safetensors": True,
+        "plugins": [JESSY_PLUGIN],
+    }
+    if t["max_steps"]:
+        cfg["max_steps"] = t["max_steps"]
+    if inputs.data.validation:
+        cfg["test_datasets"] = [dataset(inputs.data.validation, "axolotl_valid")]
+        cfg["val_set_size"] = 0.0
+        cfg["eval_strategy"] = "steps" if t["eval_steps"] else "epoch"
+        if t["eval_steps"]:
+            cfg["eval_steps"] = t["eval_steps"]
+    else:
+        cfg["val_set_size"] = 0.0
+        cfg["eval_strategy"] = "no"
+    if t["save_steps"]:
+        cfg["save_strategy"] = "steps"
+        cfg["save_steps"] = t["save_steps"]
+    else:
+        cfg["save_strategy"] = "no"
+    if t["optimizer"] == "adam" and t["weight_decay"]:
+        refusals.append(Refusal("/training/weight_decay",
+                                "optimizer adam has no weight decay; use adamw"))
+    if t["optimizer"] == "adamw_8bit" and not on_gpu:
+        notes.append("adamw_8bit on CPU: bitsandbytes' 8-bit optimizer needs CUDA; using "
+                     "adamw_torch")
+        cfg["optimizer"] = "adamw_torch"
+
+    precision = t["precision"] if t["precision"] != "auto" else {
+        "bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(m["dtype"], "auto")
+    if precision in ("bf16", "fp16") and not on_gpu:
+        refusals.append(Refusal("/training/precision", f"{precision} on CPU: Axolotl's fp16 "
+                                "needs a GPU and bf16 ran ~40x slower than fp32 here"))
+    if precision == "auto":
+        precision = "bf16" if on_gpu else "fp32"
+    cfg["bf16"] = precision == "bf16"  # written out: Axolotl's `auto` turns fp16 on
+    cfg["fp16"] = precision == "fp16"
+    cfg["tf32"] = False
+    if not on_gpu:
+        cfg.update({k: False for k in CPU_KERNELS_OFF})
+        notes.append("CPU: Axolotl's Triton LoRA kernels off (they are hard-coded to CUDA)")
+    if m["attn_implementation"] != "auto":
+        cfg["attn_implementation"] = ATTENTION[m["attn_implementation"]]
+    elif family == "gemma" and not on_gpu:
+        cfg["attn_implementation"] = "eager"  # SDPA ignores Gemma-2's logit soft-capping
+        notes.append("Gemma on CPU: eager attention (SDPA ignores logit soft-capping)")
+
+    if method == "full":
+        refusals.append(Refusal("/method", "full fine-tuning outputs are not normalised by "
+                                           "jessy yet (only PEFT adapters are)"))
+    cfg["adapter"] = "qlora" if method == "qlora" else "lora"
+    if method == "qlora":
+        cfg["load_in_4bit"] = True
+    cfg["lora_r"] = lora["r"]
+    cfg["lora_alpha"] = lora["alpha"]
+    cfg["lora_dropout"] = lora["dropout"]
+    cfg["peft_use_rslora"] = lora["use_rslora"]
+    if lora["target_modules"] == "all-linear":
+        cfg["lora_target_linear"] = True
+    else:
+        cfg["lora_target_modules"] = list(lora["target_modules"])
+    if lora["layers"] != "all":
+        cfg["peft_layers_to_transform"] = sorted(lora["layers"])
+
+    launcher = _scale_out(cfg, res, inputs.model_path, on_gpu, refusals, notes, files,
+                          attempt_dir)
+
+    carried.update({
+        "/model/name_or_path": "base_model",
+        "/model/chat_template": "datasets[].type format strings (ChatML/Gemma/Llama-3)",
+        "/model/max_seq_length": "sequence_len", "/model/dtype": "bf16/fp16 (written out)",
+        "/model/trust_remote_code": "trust_remote_code",
+        "/model/attn_implementation": "attn_implementation",
+        "/data/train_on_responses_only": "train_on_inputs (inverted)",
+        "/method": "adapter: lora | qlora (+ load_in_4bit)",
+        "/lora/r": "lora_r", "/lora/alpha": "lora_alpha (same meaning)",
+        "/lora/dropout": "lora_dropout",
+        "/lora/target_modules": "lora_target_modules / lora_target_linear",
+        "/lora/layers": "peft_layers_to_transform", "/lora/use_rslora": "peft_use_rslora",
+        "/training/epochs": "num_epochs", "/training/max_steps": "max_steps",
+        "/training/batch_size": "micro_batch_size",
+        "/training/gradient_accumulation_steps": "gradient_accumulation_steps",
+        "/training/learning_rate": "learning_rate", "/training/lr_scheduler": "lr_scheduler",
+        "/training/warmup_steps": "warmup_steps", "/training/weight_decay": "weight_decay",
+        "/training/max_grad_norm": "max_grad_norm (0 = off)", "/training/optimizer": "optimizer",
+        "/training/seed": "seed", "/training/gradient_checkpointing": "gradient_checkpointing",
+        "/training/precision": "bf16/fp16", "/training/logging_steps": "logging_steps",
+        "/training/eval_steps": "eval_strategy/eval_steps",
+        "/training/save_steps": "save_strategy/save_steps"})
+    carried.update({p: "launcher flags, fsdp_config / deepspeed JSON" for p in RESOURCE_FIELDS})
+
+    init = check_init_adapter(inputs.init_adapter, lora["r"], refusals, notes)
+    if init is not None:
+        cfg["lora_model_dir"] = str(init)  # Axolotl loads this adapter and trains it on
+    checkpoint = hf_resume(inputs.resume_from, refusals, notes)
+    if checkpoint:
+        cfg["resume_from_checkpoint"] = checkpoint
+    per_step = t["batch_size"] * t["gradient_accumulation_steps"] * world_size(res)
+    total = t["max_steps"] or max(1, math.ceil(t["epochs"] * inputs.data.n_train / per_step))
+    return cfg, files, launcher, refusals, notes, carried, total
+
+
+def _scale_out(cfg: dict, res: dict, model_path: str, on_gpu: bool, refusals: list[Refusal],
+               notes: list[str], files: dict[str, str], attempt_dir: Path) -> list[str]:
+    """Launcher flags (`axolotl train CFG --launcher ... -- FLAGS`) and engine configs."""
+    offload_refusals(res, refusals)
+    if res["strategy"] == "fsdp2":
+        layer = decoder_layer_class(model_path)
+        if layer is None:
+            refusals.append(Refusal("/resources/strategy", "fsdp2 needs the model's decoder "
+                                    "layer class (config.json architectures)"))
+        cfg["fsdp_version"] = 2
+        cfg["fsdp_config"] = {
+            "offload_params": res["offload"] == "optimizer_and_params",
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "transformer_layer_cls_to_wrap": layer or "",
+            "state_dict_type": "FULL_STATE_DICT",
+            "reshard_after_forward": True,
+            "cpu_ram_efficient_loading": False}
+    elif res["strategy"] == "deepspeed":
+        if not on_gpu:
+            refusals.append(Refusal("/resources/strategy", "DeepSpeed needs CUDA GPUs (its CPU "
+                                    "accelerator needs Intel's oneCCL bindings); use ddp"))
+        files["deepspeed.json"] = json.dumps(deepspeed_config(res), indent=2)
+        cfg["deepspeed"] = str(attempt_dir / "deepspeed.json")
+    if world_size(res) == 1 and res["strategy"] == "ddp":
+        return ["--launcher", "python"]
+    if not on_gpu:
+        # Axolotl 0.19 maps rank N to device index N whenever there are several processes;
+        # without CUDA transformers then fails ("Cannot access accelerator device"). A CPU-only
+        # max_memory makes Axolotl compute a device map that is all CPU.
+        cfg["max_memory"] = {"cpu": "1024GiB"}
+        notes.append(f"{world_size(res)} CPU processes (gloo): tests the multi-process path; "
+                     "it is not faster than one process on a CPU")
+    return ["--launcher", "torchrun", "--", *torchrun_args(res, refusals)]
