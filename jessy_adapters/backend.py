@@ -96,6 +96,10 @@ class Backend(ABC):
     trains: ClassVar[bool] = True
     """False for backends that produce no adapter (the Modelfile baseline)."""
 
+    runs_here: ClassVar[bool] = True
+    """False for launch targets that train on another machine (SkyPilot): the contract then
+    checks their translation, and their own tests validate the task they launch."""
+
     uninstall: ClassVar[tuple[str, ...]] = ()
     """Removed after install: packages a dependency drags in that break the environment."""
 

@@ -244,8 +244,11 @@ def translate(backend, out, spec):
 @click.option("--require-gpu", is_flag=True, help="Refuse backends without an accelerator.")
 @click.option("--timeout", type=float, default=None, help="Seconds per attempt.")
 @click.option("--json", "as_json", is_flag=True, help="Print run.json at the end.")
+@click.option("--events", is_flag=True,
+              help="Also print each metric event on stdout as `JESSY_EVENT {json}` (for a "
+                   "jessy that launched this run elsewhere, e.g. Plan D).")
 def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_gpu, timeout,
-        as_json):
+        as_json, events):
     """Train SPEC on a backend, falling back along the chain; print the run directory.
 
     \b
@@ -257,7 +260,8 @@ def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_
     from .plans import PlanError, chain_for
     from .runner import ResumeError, Runner
 
-    runner = Runner(_registry(), console=lambda m: click.echo(m, err=True), timeout=timeout)
+    runner = Runner(_registry(), console=lambda m: click.echo(m, err=True), timeout=timeout,
+                    on_event=_print_event if events else None)
     if resume_dir:
         if spec or backend or plan or fallback:
             raise click.UsageError("--resume continues a run as it was: give no SPEC, "
@@ -281,6 +285,12 @@ def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_
     parent = Path(output or loaded["output"]["dir"])
     result = runner.run(loaded, chain, parent, require_accelerator=require)
     _report(result, as_json)
+
+
+def _print_event(event: dict) -> None:
+    from .backend import EVENT_PREFIX
+
+    click.echo(EVENT_PREFIX + json.dumps(event))
 
 
 def _report(result, as_json: bool) -> None:
@@ -431,6 +441,62 @@ def export_cmd(run_dir, gguf, ollama, verify, question):
     if record["modelfile"]:
         click.echo(f"Modelfile: {Path(run_dir) / record['modelfile']['path']}")
         click.echo(f"import into Ollama: {record['modelfile']['import']}")
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--target", default="skypilot", show_default=True,
+              help="A launch target plugin (SkyPilot ships with jessy).")
+@click.option("--plan", default="A", show_default=True,
+              help="The plan the remote machine runs (its chain of backends).")
+@click.option("--gpu", "accelerator", default="A100", show_default=True,
+              help="Accelerator type; resources.gpus_per_node gives the count.")
+@click.option("--cloud", default=None, help="Pin a cloud (aws, gcp, azure, ...).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Bundle folder (default: launch/<spec name>).")
+@click.option("--now", is_flag=True, help="Run `sky launch` right away (needs `jessy env "
+                                          "create skypilot` and cloud credentials).")
+def launch(spec, target, plan, accelerator, cloud, out, now):
+    """Write a task that runs SPEC on a cloud GPU (Plan D) and print how to launch it.
+
+    The bundle holds the spec, its data and jessy's source; SkyPilot provisions the machine,
+    installs jessy and the plan's backends, runs `jessy run --plan PLAN` there, and tears the
+    machine down when idle.
+
+    \b
+    Example:
+      jessy launch --target skypilot --plan A specs/examples/jessy-seed.yaml
+    """
+    import subprocess
+
+    from .envs import BackendEnv
+    from .plugins import RegistryError
+    from .runner import shell_line
+
+    loaded = _load_spec_or_exit(spec)
+    try:
+        impl = _registry().get(target)
+    except RegistryError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not hasattr(impl, "bundle"):
+        raise click.UsageError(f"{target} is a backend, not a launch target")
+    folder = Path(out or Path("launch") / loaded["name"]).resolve()
+    env = BackendEnv(target)
+    try:
+        files, command, notes = impl.bundle(loaded, folder, env, plan, accelerator, cloud)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for rel, text in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {folder / 'sky-task.yaml'} ({len(files)} files)", err=True)
+    click.echo(shell_line(command, {}).rstrip("\n"))
+    if now:
+        if not env.exists():
+            raise click.ClickException(f"no {target} environment: jessy env create {target}")
+        sys.exit(subprocess.call(command, cwd=folder))
 
 
 @cli.group()

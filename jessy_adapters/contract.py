@@ -25,31 +25,7 @@ from .data import prepare
 from .envs import BackendEnv
 from .paths import SPECS_DIR
 from .plugins import load_registry
-from .spec import load_schema, load_spec
-
-# Spec fields the core consumes itself (data preparation, evaluation, export, run layout):
-# a backend neither carries nor refuses them.
-CORE_FIELDS = ("/name", "/data/train", "/data/validation", "/data/validation_split",
-               "/data/format", "/data/fields/", "/data/system_prompt", "/data/max_samples",
-               "/evaluation/", "/export/", "/output/", "/requirements/", "/plans",
-               "/training/continue_on_fallback")
-
-
-def leaf_paths(schema: dict | None = None, prefix: str = "") -> list[str]:
-    schema = schema or load_schema("spec")
-    out = []
-    for name, sub in schema.get("properties", {}).items():
-        path = f"{prefix}/{name}"
-        if sub.get("type") == "object" and "properties" in sub:
-            out.extend(leaf_paths(sub, path))
-        else:
-            out.append(path)
-    return out
-
-
-def backend_fields() -> list[str]:
-    return [p for p in leaf_paths() if not any(p == c or p.startswith(c) if c.endswith("/")
-                                               else p == c for c in CORE_FIELDS)]
+from .spec import CORE_FIELDS, backend_fields, leaf_paths, load_schema, load_spec  # noqa: F401
 
 
 def translate_example(name: str, example: Path, tmp: Path, model_dir: Path):
@@ -86,13 +62,20 @@ def test_contract_every_example_translates_or_is_refused_by_path(backend_name, e
                                         for r in refusal.refusals)
         return
     assert translation.command and translation.files
-    if load_registry().backends[backend_name].trains:
+    backend = load_registry().backends[backend_name]
+    if backend.trains and backend.runs_here:
         assert translation.total_steps and translation.total_steps > 0
 
 
 def _skip_if_not_training(backend_name: str) -> None:
     if not load_registry().backends[backend_name].trains:
         pytest.skip(f"{backend_name} trains nothing (baseline backend)")
+
+
+def _skip_if_remote(backend_name: str) -> None:
+    if not load_registry().backends[backend_name].runs_here:
+        pytest.skip(f"{backend_name} trains on another machine: its own tests validate the "
+                    "task it launches")
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
@@ -129,6 +112,7 @@ def backend_env(backend_name):
     import os
 
     _skip_if_not_training(backend_name)
+    _skip_if_remote(backend_name)
     env = BackendEnv(backend_name)
     if not env.exists():
         required = os.environ.get("JESSY_REQUIRE_BACKENDS", "").split(",")

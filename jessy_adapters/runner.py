@@ -52,6 +52,8 @@ class Runner:
     registry: Registry
     console: Callable[[str], None] = print
     timeout: float | None = None
+    on_event: Callable[[dict], None] | None = None
+    """Called with every metric event as it is recorded (`jessy run --events`)."""
     _child: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _stop_reason: str | None = field(default=None, init=False, repr=False)
 
@@ -288,6 +290,8 @@ class Runner:
                 bad = _non_finite(event)
                 run.append_metric(event)
                 events += 1
+                if self.on_event:
+                    self.on_event(event)
                 self.console(progress_line(event, total_steps))
                 loss = event.get("loss")
                 if bad:

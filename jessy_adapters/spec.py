@@ -248,3 +248,28 @@ def _deep_merge(into: dict, extra: dict) -> None:
             _deep_merge(into[k], v)
         else:
             into[k] = v
+
+
+# Spec fields the core consumes itself (data preparation, evaluation, export, run layout):
+# a backend neither carries nor refuses them.
+CORE_FIELDS = ("/name", "/data/train", "/data/validation", "/data/validation_split",
+               "/data/format", "/data/fields/", "/data/system_prompt", "/data/max_samples",
+               "/evaluation/", "/export/", "/output/", "/requirements/", "/plans",
+               "/training/continue_on_fallback")
+
+
+def leaf_paths(schema: dict | None = None, prefix: str = "") -> list[str]:
+    schema = schema or load_schema("spec")
+    out = []
+    for name, sub in schema.get("properties", {}).items():
+        path = f"{prefix}/{name}"
+        if sub.get("type") == "object" and "properties" in sub:
+            out.extend(leaf_paths(sub, path))
+        else:
+            out.append(path)
+    return out
+
+
+def backend_fields() -> list[str]:
+    return [p for p in leaf_paths() if not any(p == c or p.startswith(c) if c.endswith("/")
+                                               else p == c for c in CORE_FIELDS)]

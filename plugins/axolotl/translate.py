@@ -125,7 +125,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         "sequence_len": m["max_seq_length"],
         "datasets": [train_block],
         "dataset_prepared_path": str(attempt_dir / "prepared"),
-        "dataset_processes": 1,
+        "dataset_num_proc": 1,
         "dataloader_num_workers": 0,
         "output_dir": str(attempt_dir / "output"),
         "train_on_inputs": not d["train_on_responses_only"],
