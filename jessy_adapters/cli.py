@@ -243,12 +243,15 @@ def translate(backend, out, spec):
               help="Parent folder for the run directory (default: spec output.dir, ./runs).")
 @click.option("--require-gpu", is_flag=True, help="Refuse backends without an accelerator.")
 @click.option("--timeout", type=float, default=None, help="Seconds per attempt.")
+@click.option("--max-memory", "max_memory", type=click.FloatRange(min=0.1), default=None,
+              metavar="GB", help="Address-space limit per backend process; beyond it the "
+                                 "attempt fails as out_of_memory and the plan falls back.")
 @click.option("--json", "as_json", is_flag=True, help="Print run.json at the end.")
 @click.option("--events", is_flag=True,
               help="Also print each metric event on stdout as `JESSY_EVENT {json}` (for a "
                    "jessy that launched this run elsewhere, e.g. Plan D).")
 def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_gpu, timeout,
-        as_json, events):
+        max_memory, as_json, events):
     """Train SPEC on a backend, falling back along the chain; print the run directory.
 
     \b
@@ -261,7 +264,7 @@ def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_
     from .runner import ResumeError, Runner
 
     runner = Runner(_registry(), console=lambda m: click.echo(m, err=True), timeout=timeout,
-                    on_event=_print_event if events else None)
+                    max_memory_gb=max_memory, on_event=_print_event if events else None)
     if resume_dir:
         if spec or backend or plan or fallback:
             raise click.UsageError("--resume continues a run as it was: give no SPEC, "

@@ -8,6 +8,7 @@ attempts/NN-<backend>/ whatever happens after it.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
 import queue
@@ -52,6 +53,9 @@ class Runner:
     registry: Registry
     console: Callable[[str], None] = print
     timeout: float | None = None
+    max_memory_gb: float | None = None
+    """Address-space limit for each backend process (RLIMIT_AS): a run that needs more fails
+    as out_of_memory instead of swapping the machine to a halt (`jessy run --max-memory`)."""
     on_event: Callable[[dict], None] | None = None
     """Called with every metric event as it is recorded (`jessy run --events`)."""
     _child: subprocess.Popen | None = field(default=None, init=False, repr=False)
@@ -199,6 +203,7 @@ class Runner:
         record.update(command=command_text, notes=translation.notes,
                       total_steps=translation.total_steps,
                       env={k: v for k, v in extra_env.items() if not _SECRET.search(k)},
+                      **({"memory_limit_gb": self.max_memory_gb} if self.max_memory_gb else {}),
                       versions=env.info().get("packages", []))
         run.save()
         self.console(f"[{name}] {command_text}")
@@ -234,7 +239,8 @@ class Runner:
             proc = subprocess.Popen(command, cwd=attempt_dir, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, bufsize=1,
                                     start_new_session=True, errors="replace",
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=functools.partial(_child_setup,
+                                                                 self.max_memory_gb))
         except OSError as exc:
             stdout_log.close()
             stderr_log.close()
@@ -356,6 +362,15 @@ class Runner:
                         return
 
         threading.Thread(target=insist, daemon=True).start()
+
+
+def _child_setup(max_memory_gb: float | None) -> None:
+    _die_with_parent()
+    if max_memory_gb:
+        import resource
+
+        limit = int(max_memory_gb * 1024 ** 3)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def _die_with_parent() -> None:

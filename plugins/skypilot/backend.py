@@ -33,8 +33,11 @@ HERE = Path(__file__).resolve().parent
 REMOTE_PLAN = "A"  # the seed's Plan D: Plan A's chain, on an A100
 IDLE_MINUTES = 30
 
+# No credentials, no capacity, or no network to the cloud (SkyPilot fetches its catalog from
+# GitHub first: offline it fails in ~10 s with CloudError ... NameResolutionError).
 _NO_CLOUD = re.compile(r"No cloud access|not enabled|sky check|ResourcesUnavailableError|"
-                       r"Failed to provision|credentials", re.I)
+                       r"Failed to provision|credentials|CloudError|NameResolutionError|"
+                       r"Max retries exceeded", re.I)
 
 
 def cluster_name(spec_name: str) -> str:
