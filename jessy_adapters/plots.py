@@ -5,6 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def preload_in_background() -> None:
+    """Import matplotlib (~0.8 s) in a daemon thread while a backend trains, so the loss plot
+    does not add that to the end of every run (benchmarks/overhead.py)."""
+    import sys
+    import threading
+
+    if "matplotlib.pyplot" in sys.modules:
+        return
+
+    def load() -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+        except ImportError:
+            pass
+
+    threading.Thread(target=load, name="jessy-preload-matplotlib", daemon=True).start()
+
+
 def plot_losses(events: list[dict], out: Path) -> Path | None:
     import matplotlib
 

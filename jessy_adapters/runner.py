@@ -29,6 +29,7 @@ from .data import DataError, prepare
 from .envs import BackendEnv
 from .failures import Failure
 from .models import ModelError, resolve_model
+from .plots import preload_in_background
 from .plugins import Registry, RegistryError
 from .rundir import RunDir, _now
 from .spec import Spec
@@ -210,6 +211,7 @@ class Runner:
         for note in translation.notes:
             self.console(f"[{name}] note: {note}")
         env_vars = {**os.environ, **extra_env}
+        preload_in_background()  # the loss plot's import overlaps the training
         outcome = self._supervise(backend, translation.command, env_vars, attempt_dir, run,
                                   number, translation.total_steps)
         record["exit_code"] = outcome.exit_code

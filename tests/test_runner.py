@@ -239,3 +239,12 @@ def test_concurrent_runs_in_one_folder_never_clobber(spec, tmp_path):
         m = assert_valid_manifest(path)
         assert m["status"] == "succeeded"
         assert len((path / "metrics.jsonl").read_text().splitlines()) == 5
+
+
+def test_on_event_sees_every_recorded_event(spec, tmp_path):
+    """`jessy run --events` prints what metrics.jsonl records, as it is recorded (Plan D reads
+    the remote run's events this way)."""
+    seen = []
+    result = run(spec, tmp_path, make_backend("alpha"), on_event=seen.append)
+    recorded = [json.loads(x) for x in (result.path / "metrics.jsonl").open()]
+    assert seen == recorded and len(seen) >= 5

@@ -1,0 +1,212 @@
+"""Throughput against the machine's matmul peak, and peak memory, per backend and method.
+
+Run: .venv/bin/python benchmarks/throughput.py [--steps 6] [--backends mlx,unsloth,...]
+         [--methods lora,qlora] [--threads 1,2]
+
+The same spec on every backend: the real SmolLM2-135M-Instruct, LoRA r16 on all linear
+layers, batch 4, the bundled persona data, no evaluation. For each run:
+
+- tokens/s is jessy's own definition, the same for every backend: non-padding input tokens
+  of the prepared rows (chat template applied, truncated to max_seq_length; counted with the
+  model's tokenizer) x batch size x steps, over the time between the first and the last
+  training event (start-up, model load and the first, warm-up step excluded). Backends'
+  own counters differ (MLX counts loss tokens, the HF trainers input tokens).
+- MFU = achieved FLOP/s / the machine's measured fp32 matmul peak at the same thread count
+  (best of torch.mm and numpy's BLAS, 2048^3). LoRA FLOPs = 4 * N * tokens: forward 2N, the
+  backward pass's activation gradients 2N, no weight gradients for the frozen base (LoRA's own
+  are < 4% of N here and ignored); N = every weight matrix used as a matmul, the tied LM head
+  included. Attention-score FLOPs (~2 * layers * seq * hidden per token) are left out.
+- peak RSS is the largest process of the run (RUSAGE_CHILDREN of a wrapper around `jessy
+  run`), against the estimated weights + trainable state (fp32 weights or 4-bit linears,
+  plus 16 bytes per trainable parameter: weight, gradient, two Adam moments).
+
+Prints tables, writes benchmarks/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+JESSY = [sys.executable, "-m", "jessy_adapters.cli"]
+WRAP = ("import resource, subprocess, sys\n"
+        "code = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE,"
+        " text=True)\n"
+        "print(code.stdout.strip().splitlines()[-1] if code.stdout.strip() else '')\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.stderr.write(code.stderr[-3000:]); sys.exit(code.returncode)\n")
+
+
+def matmul_peak(threads: int, n: int = 2048) -> float:
+    """Best fp32 matmul GFLOP/s of torch and numpy with `threads` threads (fresh process)."""
+    code = f"""
+import os, time
+os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = "{threads}"
+import numpy as np, torch
+torch.set_num_threads({threads})
+best = 0.0
+a, b = torch.randn({n}, {n}), torch.randn({n}, {n})
+x, y = a.numpy(), b.numpy()
+for f in (lambda: torch.mm(a, b), lambda: x @ y):
+    f()
+    for _ in range(3):
+        t = time.perf_counter(); f(); dt = time.perf_counter() - t
+        best = max(best, 2 * {n} ** 3 / dt / 1e9)
+print(best)
+"""
+    return float(subprocess.check_output([sys.executable, "-c", code], text=True).strip())
+
+
+def model_facts(model: str) -> dict:
+    from safetensors import safe_open
+
+    n, linear = 0, 0
+    with safe_open(str(Path(model) / "model.safetensors"), "pt") as f:
+        for key in f.keys():
+            numel = 1
+            for d in f.get_slice(key).get_shape():
+                numel *= d
+            n += numel
+            if key.endswith("proj.weight"):
+                linear += numel
+    return {"params": n, "linear_params": linear}
+
+
+def row_tokens(model: str, prepared: Path, max_len: int) -> float:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    counts = []
+    for line in prepared.open():
+        ids = tok.apply_chat_template(json.loads(line)["messages"], tokenize=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        counts.append(min(len(ids), max_len))
+    return statistics.mean(counts)
+
+
+def trainable(adapter: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
+        for key in f.keys():
+            numel = 1
+            for d in f.get_slice(key).get_shape():
+                numel *= d
+            total += numel
+    return total
+
+
+def run_once(spec: Path, backend: str, out: Path, threads: int) -> tuple[float, Path, float]:
+    env = {**os.environ, "JESSY_TORCH_THREADS": str(threads),
+           "JESSY_BLAS_THREADS": str(threads)}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", WRAP, *JESSY, "run", "--backend", backend,
+                           "--no-fallback", str(spec), "--output", str(out)],
+                          capture_output=True, text=True, env=env)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{backend}: {proc.stderr[-1500:]}")
+    run_dir, maxrss_kib = proc.stdout.strip().splitlines()[-2:]
+    return took, Path(run_dir), int(maxrss_kib) / 1024 ** 2
+
+
+def main() -> None:
+    from jessy_adapters.envs import BackendEnv
+    from jessy_adapters.models import resolve_model
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--backends", default="mlx,unsloth,llamafactory,axolotl")
+    ap.add_argument("--methods", default="lora,qlora")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--max-seq-length", type=int, default=256)
+    args = ap.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="jessy-throughput-"))
+    model = resolve_model("builtin:smollm2-135m-instruct")
+    facts = model_facts(model)
+    peaks = {t: round(matmul_peak(t), 1) for t in threads}
+    print("fp32 matmul peak (GFLOP/s): " + ", ".join(f"{t} thread(s) {p}"
+                                                    for t, p in peaks.items()))
+    rows = []
+    for method in args.methods.split(","):
+        spec = work / f"{method}.yaml"
+        spec.write_text(f"""\
+name: throughput-{method}
+model:
+  name_or_path: {model}
+  max_seq_length: {args.max_seq_length}
+data:
+  train: {ROOT / 'examples' / 'jessy_persona.jsonl'}
+  validation_split: 0
+method: {method}
+lora: {{r: 16, alpha: 32}}
+training:
+  max_steps: {args.steps}
+  batch_size: 4
+  learning_rate: 0.0002
+  logging_steps: 1
+""")
+        for backend in args.backends.split(","):
+            if not BackendEnv(backend).exists():
+                print(f"{backend}: no environment, skipped")
+                continue
+            for t in (threads if method == "lora" else threads[:1]):
+                try:
+                    took, run_dir, rss = run_once(spec, backend, work / "runs", t)
+                except RuntimeError as exc:
+                    print(f"{backend} {method} {t}t failed: {str(exc)[-300:]}")
+                    rows.append({"backend": backend, "method": method, "threads": t,
+                                 "failed": str(exc)[-300:]})
+                    continue
+                events = [json.loads(x) for x in (run_dir / "metrics.jsonl").open()]
+                train = [e for e in events if e["type"] == "train"]
+                per_row = row_tokens(model, run_dir / "data" / "train.jsonl",
+                                     args.max_seq_length)
+                span = train[-1]["time"] - train[0]["time"]
+                steps = train[-1]["step"] - train[0]["step"]
+                tps = per_row * 4 * steps / span if span > 0 and steps > 0 else None
+                flops = 4 * facts["params"] * tps if tps else None
+                n_train = trainable(run_dir / "adapter")
+                base = (facts["params"] * 4 if method == "lora" else
+                        facts["linear_params"] * 0.5 + (facts["params"]
+                                                        - facts["linear_params"]) * 4)
+                rows.append({
+                    "backend": backend, "method": method, "threads": t, "steps": steps,
+                    "seconds_per_step": round(span / steps, 2) if steps else None,
+                    "tokens_per_second": round(tps, 1) if tps else None,
+                    "gflops": round(flops / 1e9, 2) if flops else None,
+                    "mfu": round(flops / (peaks[t] * 1e9), 4) if flops else None,
+                    "peak_rss_gb": round(rss, 2),
+                    "weights_plus_state_gb": round((base + 16 * n_train) / 1024 ** 3, 3),
+                    "trainable_params": n_train, "wall_s": round(took, 1)})
+                print(json.dumps(rows[-1]))
+    print(f"\nmodel: N = {facts['params'] / 1e6:.1f}M params; LoRA FLOPs = 4*N*tokens; "
+          f"peaks {peaks} GFLOP/s\n")
+    print(f"{'backend':<13}{'method':<7}{'thr':>4}{'s/step':>8}{'tok/s':>8}{'GFLOP/s':>9}"
+          f"{'MFU':>7}{'RSS GB':>8}{'w+state GB':>11}{'RSS/w+s':>9}")
+    for r in rows:
+        if "failed" in r:
+            print(f"{r['backend']:<13}{r['method']:<7}{r['threads']:>4}  failed")
+            continue
+        ratio = r["peak_rss_gb"] / r["weights_plus_state_gb"]
+        print(f"{r['backend']:<13}{r['method']:<7}{r['threads']:>4}{r['seconds_per_step']:>8}"
+              f"{r['tokens_per_second']:>8}{r['gflops']:>9}{r['mfu']:>7.1%}"
+              f"{r['peak_rss_gb']:>8}{r['weights_plus_state_gb']:>11}{ratio:>9.1f}")
+    out = ROOT / "benchmarks" / "results" / "throughput.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"cores": os.cpu_count(), "peaks_gflops": peaks,
+                               "model": facts, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
