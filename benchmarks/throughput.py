@@ -7,8 +7,10 @@ The same spec on every backend: the real SmolLM2-135M-Instruct, LoRA r16 on all 
 layers, batch 4, the bundled persona data, no evaluation. For each run:
 
 - tokens/s is jessy's own definition, the same for every backend: non-padding input tokens
-  of the prepared rows (chat template applied, truncated to max_seq_length; counted with the
-  model's tokenizer) x batch size x steps, over the time between the first and the last
+  of the prepared rows as that backend renders them (chat template applied, truncated to
+  max_seq_length; counted with the model's tokenizer; LLaMA-Factory's `chatml` template adds
+  no default system prompt, SmolLM2's own template does) x batch size x steps, over the time
+  between the first and the last
   training event (start-up, model load and the first, warm-up step excluded). Backends'
   own counters differ (MLX counts loss tokens, the HF trainers input tokens).
 - MFU = achieved FLOP/s / the machine's measured fp32 matmul peak at the same thread count
@@ -80,13 +82,31 @@ def model_facts(model: str) -> dict:
     return {"params": n, "linear_params": linear}
 
 
-def row_tokens(model: str, prepared: Path, max_len: int) -> float:
+def rendering(run_dir: Path) -> str | None:
+    """The chat template a backend really rendered rows with: jessy's plain ChatML where its
+    native config says so (LLaMA-Factory's `template: chatml`, Axolotl's format strings),
+    else None = the tokenizer's own (SmolLM2's adds a default system prompt)."""
+    import yaml
+
+    from jessy_adapters.templates import CHATML
+
+    for cfg in run_dir.glob("attempts/01-*/*.yaml"):
+        native = yaml.safe_load(cfg.read_text())
+        if native.get("template") == "chatml":
+            return CHATML
+        if isinstance((native.get("datasets") or [{}])[0].get("type"), dict):
+            return CHATML
+    return None
+
+
+def row_tokens(model: str, prepared: Path, max_len: int, template: str | None = None) -> float:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model)
     counts = []
     for line in prepared.open():
-        ids = tok.apply_chat_template(json.loads(line)["messages"], tokenize=True)
+        ids = tok.apply_chat_template(json.loads(line)["messages"], tokenize=True,
+                                      chat_template=template)
         ids = ids["input_ids"] if hasattr(ids, "keys") else ids
         counts.append(min(len(ids), max_len))
     return statistics.mean(counts)
@@ -171,7 +191,7 @@ training:
                 events = [json.loads(x) for x in (run_dir / "metrics.jsonl").open()]
                 train = [e for e in events if e["type"] == "train"]
                 per_row = row_tokens(model, run_dir / "data" / "train.jsonl",
-                                     args.max_seq_length)
+                                     args.max_seq_length, rendering(run_dir))
                 span = train[-1]["time"] - train[0]["time"]
                 steps = train[-1]["step"] - train[0]["step"]
                 tps = per_row * 4 * steps / span if span > 0 and steps > 0 else None
@@ -188,6 +208,7 @@ training:
                     "mfu": round(flops / (peaks[t] * 1e9), 4) if flops else None,
                     "peak_rss_gb": round(rss, 2),
                     "weights_plus_state_gb": round((base + 16 * n_train) / 1024 ** 3, 3),
+                    "tokens_per_row": round(per_row, 1),
                     "trainable_params": n_train, "wall_s": round(took, 1)})
                 print(json.dumps(rows[-1]))
     print(f"\nmodel: N = {facts['params'] / 1e6:.1f}M params; LoRA FLOPs = 4*N*tokens; "

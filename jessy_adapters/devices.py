@@ -24,11 +24,21 @@ def nvidia_gpu() -> str | None:
     return None
 
 
-def torch_threads_env() -> dict[str, str]:
-    """One torch thread unless JESSY_TORCH_THREADS says otherwise.
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
 
-    Measured on a 2-core box (docs/BACKENDS.md): 4 Unsloth CPU steps took 16.6 s with 2
-    threads and 0.40 s with 1; LLaMA-Factory 3-4 s/step with 1 vs 2-16 s with spikes on 2.
+
+def torch_threads_env(processes: int = 1) -> dict[str, str]:
+    """Every usable core, shared among the training processes, unless JESSY_TORCH_THREADS
+    says otherwise.
+
+    benchmarks/throughput.py on an idle 2-core box, SmolLM2-135M LoRA, s/step with 1 -> 2
+    threads: Unsloth 2.92 -> 2.05, LLaMA-Factory 1.78 -> 1.53, Axolotl 2.87 -> 1.98. (On a box
+    already busy with other jobs, 2 threads were far slower than 1: set JESSY_TORCH_THREADS=1
+    when running trainings side by side.)
     """
-    threads = os.environ.get("JESSY_TORCH_THREADS", "1")
+    threads = os.environ.get("JESSY_TORCH_THREADS") or str(max(1, usable_cores() // processes))
     return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}

@@ -90,6 +90,33 @@ def test_single_turn_rows_use_the_models_chat_format(tmp_path, chatml_model, toy
     assert cfg["test_datasets"][0]["path"].endswith("axolotl_valid.jsonl")
 
 
+def test_rows_without_a_system_turn_use_the_tokenizers_template(tmp_path, chatml_model,
+                                                               toy_data):
+    """A ChatML tokenizer may add its own default system prompt (SmolLM2's does): format
+    strings cannot know that, so such rows are rendered by Axolotl with the tokenizer."""
+    spec = load_spec(write_spec(tmp_path / "s.yaml", f"""\
+model:
+  name_or_path: {chatml_model}
+data:
+  train: {toy_data}
+"""))
+    prepared = prepare(spec, tmp_path / "data")
+    out = AxolotlBackend().translate(spec, RunInputs(str(chatml_model), prepared), tmp_path / "b",
+                                     BackendEnv("axolotl", tmp_path / "env"))
+    assert yaml.safe_load(out.files["axolotl.yaml"])["datasets"][0]["type"] == "chat_template"
+    named = load_spec(write_spec(tmp_path / "n.yaml", f"""\
+model:
+  name_or_path: {chatml_model}
+  chat_template: chatml
+data:
+  train: {toy_data}
+"""))
+    out = AxolotlBackend().translate(named, RunInputs(str(chatml_model), prepared),
+                                     tmp_path / "c", BackendEnv("axolotl", tmp_path / "env"))
+    block = yaml.safe_load(out.files["axolotl.yaml"])["datasets"][0]
+    assert block["type"]["format"].startswith("<|im_start|>user")  # jessy's own ChatML
+
+
 def test_gemma_folds_the_system_prompt_into_the_user_turn(tmp_path, toy_data):
     gemma = _model(tmp_path, "<start_of_turn>user", "Gemma2ForCausalLM")
     cfg, out = translate(tmp_path, gemma, toy_data)
@@ -135,6 +162,9 @@ def test_two_cpu_processes_run_through_torchrun_as_data_parallel(tmp_path, chatm
     assert out.command[-7:] == ["--launcher", "torchrun", "--", "--nproc_per_node", "2",
                                 "--nnodes", "1"]
     assert out.env["ACCELERATE_USE_CPU"] == "true"  # else each rank trains alone
+    from jessy_adapters.devices import usable_cores
+
+    assert out.env["OMP_NUM_THREADS"] == str(max(1, usable_cores() // 2))  # cores shared
     assert cfg["max_memory"] == {"cpu": "1024GiB"}  # else rank 1 asks for device 1
 
 

@@ -67,6 +67,7 @@ class AxolotlBackend(Backend):
             # the HF Trainer only runs CPU processes as data-parallel (accelerate MULTI_CPU,
             # gloo) when told it is on the CPU; otherwise each rank trains alone on all data
             extra["ACCELERATE_USE_CPU"] = "true"
+            extra.update(torch_threads_env(spec["resources"]["gpus_per_node"]))  # share cores
         return Translation(
             files=files,
             command=[str(env.bin("axolotl")), "train", str(attempt_dir / CONFIG), *launcher],

@@ -54,14 +54,15 @@ def _single_turn(messages: list[dict]) -> tuple[str, str, str] | None:
     return None
 
 
-def flat_rows(path: Path, family: str) -> list[dict] | None:
+def flat_rows(path: Path, family: str, require_system: bool) -> list[dict] | None:
     """Prepared chat rows as instruction/output rows for the user-defined type; None when a
-    row has more than one exchange (those go through chat_template instead)."""
+    row has more than one exchange, or lacks the system turn `require_system` asks for (those
+    go through chat_template instead)."""
     fmt = TURN_FORMATS[family]
     out = []
     for row in _rows(path):
         turn = _single_turn(row["messages"])
-        if turn is None:
+        if turn is None or (require_system and not turn[0]):
             return None
         system, prompt, response = turn
         if family == "gemma" and system:  # Gemma has no system role: it opens the user turn
@@ -102,11 +103,19 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
     carried: dict[str, str] = {}
     method = spec["method"]
     text = inputs.data.format == "text"
+    named = m["chat_template"] != "auto"
     family = chat_family(inputs.model_path, m["chat_template"])
+    # With the tokenizer's own template ("auto") the format strings are only exact where the
+    # family's rendering is fixed: a ChatML template may inject a default system prompt into
+    # rows without one (SmolLM2 does) and Llama-3.1's adds dates to the system turn. Those rows
+    # go through Axolotl's chat_template type, which renders the tokenizer's template itself.
+    if not named and family == "llama3":
+        family = None
     files: dict[str, str] = {}
 
     def dataset(path: Path, name: str) -> dict:
-        flat = None if (text or family is None) else flat_rows(path, family)
+        flat = None if (text or family is None) else flat_rows(
+            path, family, require_system=not named and family == "chatml")
         if flat is None:
             return dataset_block(str(path), family, False, text)
         files[f"data/{name}.jsonl"] = "".join(json.dumps(r) + "\n" for r in flat)
@@ -114,9 +123,10 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
 
     train_block = dataset(inputs.data.train, "axolotl_train")
     if train_block["type"] == "chat_template" and not text:
-        notes.append("rows with several exchanges or an unknown chat format: Axolotl's "
-                     "chat_template type renders them with the tokenizer's own template")
-    if m["chat_template"] != "auto" and train_block["type"] == "chat_template":
+        notes.append("Axolotl's chat_template type renders the rows with the tokenizer's own "
+                     "template (several exchanges, rows without a system turn, or a format "
+                     "jessy cannot write as format strings exactly)")
+    if named and train_block["type"] == "chat_template":
         refusals.append(Refusal("/model/chat_template", "a named template with multi-turn "
                                 "rows: set it on the tokenizer, Axolotl renders its own"))
     cfg: dict = {
