@@ -83,18 +83,17 @@ def model_facts(model: str) -> dict:
 
 
 def rendering(run_dir: Path) -> str | None:
-    """The chat template a backend really rendered rows with: jessy's plain ChatML where its
-    native config says so (LLaMA-Factory's `template: chatml`, Axolotl's format strings),
-    else None = the tokenizer's own (SmolLM2's adds a default system prompt)."""
+    """The chat template a backend really rendered rows with: plain ChatML where its native
+    config says so without the tokenizer's default system prompt (LLaMA-Factory before
+    `default_system` was carried), else None = the tokenizer's own, which every backend now
+    matches (SmolLM2's adds a default system prompt to rows without one)."""
     import yaml
 
     from jessy_adapters.templates import CHATML
 
     for cfg in run_dir.glob("attempts/01-*/*.yaml"):
         native = yaml.safe_load(cfg.read_text())
-        if native.get("template") == "chatml":
-            return CHATML
-        if isinstance((native.get("datasets") or [{}])[0].get("type"), dict):
+        if native.get("template") == "chatml" and not native.get("default_system"):
             return CHATML
     return None
 

@@ -29,6 +29,36 @@ def template_for(name: str) -> str | None:
     return TEMPLATES.get(name)
 
 
+def _template_text(model_path: str) -> str:
+    import json
+    from pathlib import Path
+
+    text = ""
+    cfg = Path(model_path) / "tokenizer_config.json"
+    if cfg.is_file():
+        try:
+            template = json.loads(cfg.read_text()).get("chat_template")
+        except (json.JSONDecodeError, AttributeError):
+            template = None
+        text += template if isinstance(template, str) else ""
+    jinja = Path(model_path) / "chat_template.jinja"
+    if jinja.is_file():
+        text += jinja.read_text(errors="replace")
+    return text
+
+
+def default_system_prompt(model_path: str) -> str | None:
+    """The system prompt a ChatML tokenizer template adds to rows that have none (SmolLM2:
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face"), so backends that
+    render ChatML themselves (LLaMA-Factory's `chatml`, Axolotl's format strings) train on the
+    same text as the tokenizer-driven ones (MLX, Unsloth) and as `jessy eval`."""
+    import re
+
+    match = re.search(r"<\|im_start\|>system(?:\n|\\n)([^'\"{}<+]+?)<\|im_end\|>",
+                      _template_text(model_path))
+    return match.group(1) if match else None
+
+
 def chat_family(model_path: str, choice: str = "auto") -> str | None:
     """The chat format a model speaks: "chatml", "gemma", "llama3", or None when unknown.
 
@@ -37,13 +67,7 @@ def chat_family(model_path: str, choice: str = "auto") -> str | None:
     """
     if choice in TEMPLATES:
         return choice
-    from pathlib import Path
-
-    text = ""
-    for name in ("tokenizer_config.json", "chat_template.jinja"):
-        f = Path(model_path) / name
-        if f.is_file():
-            text += f.read_text(errors="replace")
+    text = _template_text(model_path)
     if "<|im_start|>" in text:
         return "chatml"
     if "<start_of_turn>" in text:

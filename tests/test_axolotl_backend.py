@@ -90,31 +90,33 @@ def test_single_turn_rows_use_the_models_chat_format(tmp_path, chatml_model, toy
     assert cfg["test_datasets"][0]["path"].endswith("axolotl_valid.jsonl")
 
 
-def test_rows_without_a_system_turn_use_the_tokenizers_template(tmp_path, chatml_model,
-                                                               toy_data):
-    """A ChatML tokenizer may add its own default system prompt (SmolLM2's does): format
-    strings cannot know that, so such rows are rendered by Axolotl with the tokenizer."""
+def test_rows_without_a_system_turn_get_the_tokenizers_default(tmp_path, toy_data):
+    """SmolLM2's template adds its own system prompt to rows without one; MLX and Unsloth
+    (tokenizer-rendered) train on it, so Axolotl's format-string rows carry it too."""
+    smol = _model(tmp_path, "{% if loop.first and messages[0]['role'] != 'system' %}"
+                            "{{ '<|im_start|>system\nYou are SmolLM<|im_end|>\n' }}{% endif %}")
     spec = load_spec(write_spec(tmp_path / "s.yaml", f"""\
 model:
-  name_or_path: {chatml_model}
+  name_or_path: {smol}
 data:
   train: {toy_data}
 """))
     prepared = prepare(spec, tmp_path / "data")
-    out = AxolotlBackend().translate(spec, RunInputs(str(chatml_model), prepared), tmp_path / "b",
+    out = AxolotlBackend().translate(spec, RunInputs(str(smol), prepared), tmp_path / "b",
                                      BackendEnv("axolotl", tmp_path / "env"))
-    assert yaml.safe_load(out.files["axolotl.yaml"])["datasets"][0]["type"] == "chat_template"
+    row = json.loads(out.files["data/axolotl_train.jsonl"].splitlines()[0])
+    assert row["system"] == "You are SmolLM"
     named = load_spec(write_spec(tmp_path / "n.yaml", f"""\
 model:
-  name_or_path: {chatml_model}
+  name_or_path: {smol}
   chat_template: chatml
 data:
   train: {toy_data}
 """))
-    out = AxolotlBackend().translate(named, RunInputs(str(chatml_model), prepared),
-                                     tmp_path / "c", BackendEnv("axolotl", tmp_path / "env"))
-    block = yaml.safe_load(out.files["axolotl.yaml"])["datasets"][0]
-    assert block["type"]["format"].startswith("<|im_start|>user")  # jessy's own ChatML
+    out = AxolotlBackend().translate(named, RunInputs(str(smol), prepared), tmp_path / "c",
+                                     BackendEnv("axolotl", tmp_path / "env"))
+    row = json.loads(out.files["data/axolotl_train.jsonl"].splitlines()[0])
+    assert row["system"] == ""  # jessy's own ChatML adds nothing
 
 
 def test_gemma_folds_the_system_prompt_into_the_user_turn(tmp_path, toy_data):

@@ -54,13 +54,32 @@ training:
     assert cfg["lora_target"] == "q_proj,v_proj"
     assert cfg["disable_gradient_checkpointing"] is True  # gradient_checkpointing: false is ignored
     assert cfg["train_on_prompt"] is False
-    assert cfg["template"] == "chatml"  # not smollm2: it would inject its own system prompt
+    assert cfg["template"] == "chatml"  # plain ChatML; the tokenizer's default system below
+    assert "default_system" not in cfg  # this tokenizer's template adds none
     assert cfg["overwrite_output_dir"] is False and cfg["report_to"] == "none"
     assert cfg["include_num_input_tokens_seen"] is True
     info = json.loads(out.files["data/dataset_info.json"])
     assert info["jessy_train"]["formatting"] == "sharegpt"
     assert info["jessy_train"]["tags"]["system_tag"] == "system"
     assert cfg["eval_dataset"] == "jessy_valid"
+
+
+def test_default_system_prompt_of_the_tokenizer_is_kept(tmp_path, toy_data):
+    """SmolLM2's template adds its own system prompt to rows without one; MLX and Unsloth train
+    on it (tokenizer-rendered), so LLaMA-Factory's chatml gets it as default_system."""
+    d = tmp_path / "smol"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"num_hidden_layers": 2}))
+    (d / "chat_template.jinja").write_text(
+        "{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are SmolLM<|im_end|>\n' }}{% endif %}")
+    spec = load_spec(write_spec(tmp_path / "s.yaml", f"model:\n  name_or_path: {d}\n"
+                                                      f"data:\n  train: {toy_data}\n"))
+    data = prepare(spec, tmp_path / "data")
+    out = LlamaFactoryBackend().translate(spec, RunInputs(str(d), data), tmp_path / "a",
+                                          BackendEnv("llamafactory", tmp_path / "env"))
+    cfg = yaml.safe_load(out.files["llamafactory.yaml"])
+    assert cfg["template"] == "chatml" and cfg["default_system"] == "You are SmolLM"
 
 
 def test_qlora_and_refusals(tmp_path, chatml_model, toy_data):

@@ -24,7 +24,7 @@ from jessy_adapters.scaleout import (
     torchrun_args,
     world_size,
 )
-from jessy_adapters.templates import TURN_FORMATS, chat_family
+from jessy_adapters.templates import TURN_FORMATS, chat_family, default_system_prompt
 
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "adam": "adamw_torch",
@@ -54,17 +54,18 @@ def _single_turn(messages: list[dict]) -> tuple[str, str, str] | None:
     return None
 
 
-def flat_rows(path: Path, family: str, require_system: bool) -> list[dict] | None:
+def flat_rows(path: Path, family: str, default_system: str | None) -> list[dict] | None:
     """Prepared chat rows as instruction/output rows for the user-defined type; None when a
-    row has more than one exchange, or lacks the system turn `require_system` asks for (those
-    go through chat_template instead)."""
+    row has more than one exchange (those go through chat_template instead). Rows without a
+    system turn get the one the tokenizer's template would add, if any."""
     fmt = TURN_FORMATS[family]
     out = []
     for row in _rows(path):
         turn = _single_turn(row["messages"])
-        if turn is None or (require_system and not turn[0]):
+        if turn is None:
             return None
         system, prompt, response = turn
+        system = system or default_system or ""
         if family == "gemma" and system:  # Gemma has no system role: it opens the user turn
             prompt, system = fmt["system"].format(system=system) + prompt, ""
         out.append({"system": system, "instruction": prompt, "output": response + fmt["end"]})
@@ -105,17 +106,17 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
     text = inputs.data.format == "text"
     named = m["chat_template"] != "auto"
     family = chat_family(inputs.model_path, m["chat_template"])
-    # With the tokenizer's own template ("auto") the format strings are only exact where the
-    # family's rendering is fixed: a ChatML template may inject a default system prompt into
-    # rows without one (SmolLM2 does) and Llama-3.1's adds dates to the system turn. Those rows
-    # go through Axolotl's chat_template type, which renders the tokenizer's template itself.
+    # With the tokenizer's own template ("auto"), a ChatML template may add a default system
+    # prompt to rows without one (SmolLM2 does): the flat rows carry it. Llama-3.1's template
+    # adds dates to the system turn, which format strings cannot know: Axolotl's chat_template
+    # type renders those rows with the tokenizer itself.
     if not named and family == "llama3":
         family = None
+    default_system = default_system_prompt(inputs.model_path) if not named else None
     files: dict[str, str] = {}
 
     def dataset(path: Path, name: str) -> dict:
-        flat = None if (text or family is None) else flat_rows(
-            path, family, require_system=not named and family == "chatml")
+        flat = None if (text or family is None) else flat_rows(path, family, default_system)
         if flat is None:
             return dataset_block(str(path), family, False, text)
         files[f"data/{name}.jsonl"] = "".join(json.dumps(r) + "\n" for r in flat)
@@ -124,8 +125,8 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
     train_block = dataset(inputs.data.train, "axolotl_train")
     if train_block["type"] == "chat_template" and not text:
         notes.append("Axolotl's chat_template type renders the rows with the tokenizer's own "
-                     "template (several exchanges, rows without a system turn, or a format "
-                     "jessy cannot write as format strings exactly)")
+                     "template (several exchanges, or a format jessy cannot write as format "
+                     "strings exactly)")
     if named and train_block["type"] == "chat_template":
         refusals.append(Refusal("/model/chat_template", "a named template with multi-turn "
                                 "rows: set it on the tokenizer, Axolotl renders its own"))

@@ -15,6 +15,7 @@ from pathlib import Path
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 from jessy_adapters.scaleout import single_process_only
+from jessy_adapters.templates import default_system_prompt
 
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_8bit", "adam": "adamw_torch",
@@ -100,6 +101,12 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
     template = template_name(inputs.model_path, m["chat_template"])
     if template:
         cfg["template"] = template
+    default_system = (default_system_prompt(inputs.model_path)
+                      if m["chat_template"] == "auto" and template == "chatml" else None)
+    if default_system:
+        # what the tokenizer's template adds to rows without a system turn (SmolLM2), so
+        # LLaMA-Factory trains on the same text as MLX, Unsloth and `jessy eval`
+        cfg["default_system"] = default_system
     if inputs.data.validation:
         cfg["eval_dataset"] = "jessy_valid"
         cfg["per_device_eval_batch_size"] = t["batch_size"]
@@ -151,7 +158,8 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
                                                 "selection (lora_target names modules only)"))
 
     carried.update({
-        "/model/name_or_path": "model_name_or_path", "/model/chat_template": "template",
+        "/model/name_or_path": "model_name_or_path",
+        "/model/chat_template": "template (+ default_system: the tokenizer's own)",
         "/model/max_seq_length": "cutoff_len", "/model/dtype": "bf16/fp16",
         "/model/trust_remote_code": "trust_remote_code",
         "/model/attn_implementation": "flash_attn (disabled/sdpa/fa2)",
