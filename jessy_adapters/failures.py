@@ -34,7 +34,7 @@ class Failure:
 
 
 _OOM = re.compile(r"MemoryError|Cannot allocate memory|can't allocate memory|out of memory|"
-                  r"CUDA out of memory|OutOfMemoryError", re.I)
+                  r"CUDA out of memory|OutOfMemoryError|std::bad_alloc", re.I)
 
 
 def last_error_line(log_tail: str) -> str:

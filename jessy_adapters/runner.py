@@ -211,6 +211,11 @@ class Runner:
         for note in translation.notes:
             self.console(f"[{name}] note: {note}")
         env_vars = {**os.environ, **extra_env}
+        if self.max_memory_gb:
+            # RLIMIT_AS counts address space: glibc reserves a 64 MiB malloc arena per thread,
+            # so a 2-thread Axolotl run hit a 3 GiB limit (and hung) while using 2.1 GB; with
+            # 2 arenas it trained under the same limit (benchmarks, docs/backends.md)
+            env_vars.setdefault("MALLOC_ARENA_MAX", "2")
         preload_in_background()  # the loss plot's import overlaps the training
         outcome = self._supervise(backend, translation.command, env_vars, attempt_dir, run,
                                   number, translation.total_steps)

@@ -42,7 +42,10 @@ def interrupt_after(runner: Runner, tmp_path, backend: str, step: int, run_fn):
 @pytest.mark.parametrize("backend", ["mlx", "unsloth", "axolotl"])
 def test_interrupted_run_resumes_from_its_checkpoint(backend, tmp_path, tiny_model, toy_data):
     require_env(backend)
-    spec = spec_for(tmp_path, tiny_model, toy_data, steps=24, save=4)
+    # enough steps that the stop (polled every 0.2 s) lands well before the end: a tiny-model
+    # step takes ~0.1-0.3 s with two threads
+    steps = 60
+    spec = spec_for(tmp_path, tiny_model, toy_data, steps=steps, save=4)
     runner = Runner(load_registry(), console=lambda m: None)
     first = interrupt_after(runner, tmp_path, backend, 9,
                             lambda: runner.run(spec, [backend], tmp_path / "runs"))
@@ -61,10 +64,10 @@ def test_interrupted_run_resumes_from_its_checkpoint(backend, tmp_path, tiny_mod
     assert second, "the resumed attempt logged nothing"
     if backend != "mlx":
         # HF checkpoints restore the step counter: the resumed attempt starts after step 8
-        assert second[0]["step"] > 8 and second[-1]["step"] == 24
+        assert second[0]["step"] > 8 and second[-1]["step"] == steps
     else:
         # mlx-lm restores weights only: fewer iterations remain, counted from 1 again
-        assert len(second) <= 24 - 8
+        assert len(second) <= steps - 8
     assert (resumed.path / "adapter" / "adapter_model.safetensors").exists()
 
 
