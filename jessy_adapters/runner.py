@@ -13,6 +13,7 @@ import math
 import os
 import queue
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -216,7 +217,6 @@ class Runner:
             # so a 2-thread Axolotl run hit a 3 GiB limit (and hung) while using 2.1 GB; with
             # 2 arenas it trained under the same limit (benchmarks, docs/backends.md)
             env_vars.setdefault("MALLOC_ARENA_MAX", "2")
-        preload_in_background()  # the loss plot's import overlaps the training
         outcome = self._supervise(backend, translation.command, env_vars, attempt_dir, run,
                                   number, translation.total_steps)
         record["exit_code"] = outcome.exit_code
@@ -246,13 +246,14 @@ class Runner:
             proc = subprocess.Popen(command, cwd=attempt_dir, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, bufsize=1,
                                     start_new_session=True, errors="replace",
-                                    preexec_fn=functools.partial(_child_setup,
+                                    preexec_fn=functools.partial(_child_setup, _prctl(),
                                                                  self.max_memory_gb))
         except OSError as exc:
             stdout_log.close()
             stderr_log.close()
             return Outcome(False, Failure(failures.UNAVAILABLE, f"cannot start backend: {exc}"))
         self._child = proc
+        preload_in_background()  # the loss plot's import overlaps the training (after the fork)
 
         lines: queue.Queue[str | None] = queue.Queue()
 
@@ -371,22 +372,25 @@ class Runner:
         threading.Thread(target=insist, daemon=True).start()
 
 
-def _child_setup(max_memory_gb: float | None) -> None:
-    _die_with_parent()
+def _child_setup(prctl, max_memory_gb: float | None) -> None:
+    """Runs in the forked child before exec: only calls prepared in the parent (no imports,
+    no library loading), as jessy has threads running when it forks."""
+    if prctl is not None:
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     if max_memory_gb:
-        import resource
-
         limit = int(max_memory_gb * 1024 ** 3)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _die_with_parent() -> None:
+@functools.cache
+def _prctl():
     """Linux: the backend gets SIGTERM if jessy dies (even by SIGKILL), so no orphan keeps
     training; its own session keeps a terminal's Ctrl-C for jessy to handle gracefully."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    return ctypes.CDLL("libc.so.6", use_errno=True).prctl
 
 
 def shell_line(command: list[str], env: dict[str, str]) -> str:

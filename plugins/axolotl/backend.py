@@ -8,20 +8,16 @@ from pathlib import Path
 
 import yaml
 
-from jessy_adapters import failures
 from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
-    Availability,
-    Backend,
     RunInputs,
     Translation,
     TranslationRefused,
     read_requirements,
 )
-from jessy_adapters.checkpoints import hf_checkpoint_as_peft
 from jessy_adapters.devices import nvidia_gpu, torch_threads_env
-from jessy_adapters.failures import Failure, last_error_line
+from jessy_adapters.hf_trainer import HFTrainerBackend
 from jessy_adapters.scaleout import world_size
 
 from .translate import translate_config
@@ -37,23 +33,15 @@ _CONFIG = re.compile(r"validation error|ValidationError|Failed to load tokenizer
                      r"Can't load tokenizer|Can't load the configuration|not supported", re.I)
 
 
-class AxolotlBackend(Backend):
+class AxolotlBackend(HFTrainerBackend):
     name = "axolotl"
     description = ("Axolotl (HF Trainer + PEFT, YAML configs; torchrun for DDP/FSDP2/DeepSpeed): "
                    "CUDA or CPU")
     pre_requirements = ("torch==2.13.0",)
     requirements = read_requirements(HERE / "requirements.txt")
     uninstall = ("torchvision",)
-
-    def check(self, env, require_accelerator: bool = False) -> Availability:
-        gpu = nvidia_gpu()
-        device = "cuda" if gpu else "cpu"
-        if not env.exists():
-            return Availability(False, f"environment missing: run `jessy env create {self.name}`",
-                                device)
-        if require_accelerator and not gpu:
-            return Availability(False, "accelerator required, but no NVIDIA GPU found", device)
-        return Availability(True, f"ready ({gpu})" if gpu else "ready on CPU (fp32)", device)
+    data_errors = _DATA
+    config_errors = _CONFIG
 
     def translate(self, spec, inputs: RunInputs, attempt_dir: Path, env) -> Translation:
         on_gpu = nvidia_gpu() is not None
@@ -78,19 +66,5 @@ class AxolotlBackend(Backend):
                  "PYTHONPATH": str(RUNTIME), **extra},
             notes=notes, carried=carried, total_steps=total)
 
-    def launch_environment(self, env) -> dict[str, str]:
-        return torch_threads_env()
-
     def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
         return copy_peft_adapter(attempt_dir / "output", adapter_dir, inputs.model_path)
-
-    def checkpoint_as_peft(self, attempt_dir: Path, out_dir: Path) -> Path | None:
-        return hf_checkpoint_as_peft(attempt_dir)
-
-    def classify(self, returncode: int, log_tail: str) -> Failure:
-        line = last_error_line(log_tail)
-        if _DATA.search(log_tail):
-            return Failure(failures.DATA_ERROR, line)
-        if _CONFIG.search(log_tail):
-            return Failure(failures.CONFIG_REJECTED, line)
-        return super().classify(returncode, log_tail)

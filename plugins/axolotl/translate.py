@@ -15,6 +15,7 @@ import json
 import math
 from pathlib import Path
 
+from jessy_adapters import hf_trainer
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 from jessy_adapters.scaleout import (
@@ -148,7 +149,6 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         "warmup_steps": t["warmup_steps"],
         "weight_decay": t["weight_decay"],
         "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
-        "optimizer": OPTIMIZERS[t["optimizer"]],
         "seed": t["seed"],
         "logging_steps": t["logging_steps"],
         "gradient_checkpointing": t["gradient_checkpointing"],
@@ -161,31 +161,11 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         cfg["max_steps"] = t["max_steps"]
     if inputs.data.validation:
         cfg["test_datasets"] = [dataset(inputs.data.validation, "axolotl_valid")]
-        cfg["val_set_size"] = 0.0
-        cfg["eval_strategy"] = "steps" if t["eval_steps"] else "epoch"
-        if t["eval_steps"]:
-            cfg["eval_steps"] = t["eval_steps"]
-    else:
-        cfg["val_set_size"] = 0.0
-        cfg["eval_strategy"] = "no"
-    if t["save_steps"]:
-        cfg["save_strategy"] = "steps"
-        cfg["save_steps"] = t["save_steps"]
-    else:
-        cfg["save_strategy"] = "no"
-    if t["optimizer"] == "adam" and t["weight_decay"]:
-        refusals.append(Refusal("/training/weight_decay",
-                                "optimizer adam has no weight decay; use adamw"))
-    if t["optimizer"] == "adamw_8bit" and not on_gpu:
-        notes.append("adamw_8bit on CPU: bitsandbytes' 8-bit optimizer needs CUDA; using "
-                     "adamw_torch")
-        cfg["optimizer"] = "adamw_torch"
-
-    precision = t["precision"] if t["precision"] != "auto" else {
-        "bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(m["dtype"], "auto")
-    if precision in ("bf16", "fp16") and not on_gpu:
-        refusals.append(Refusal("/training/precision", f"{precision} on CPU: Axolotl's fp16 "
-                                "needs a GPU and bf16 ran ~40x slower than fp32 here"))
+    cfg["val_set_size"] = 0.0  # jessy splits; Axolotl's own split stays off
+    cfg.update(hf_trainer.eval_and_save(t, inputs.data.validation is not None))
+    cfg["optimizer"] = hf_trainer.optimizer(t, OPTIMIZERS, on_gpu, refusals, notes)
+    precision = hf_trainer.precision(m, t, on_gpu, refusals, "Axolotl's fp16 needs a GPU "
+                                     "and bf16 ran ~40x slower than fp32 here")
     if precision == "auto":
         precision = "bf16" if on_gpu else "fp32"
     cfg["bf16"] = precision == "bf16"  # written out: Axolotl's `auto` turns fp16 on

@@ -8,20 +8,17 @@ from pathlib import Path
 
 import yaml
 
-from jessy_adapters import failures
 from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
-    Availability,
-    Backend,
     RunInputs,
     Translation,
     TranslationRefused,
     read_requirements,
 )
-from jessy_adapters.checkpoints import hf_checkpoint_as_peft
-from jessy_adapters.devices import nvidia_gpu, torch_threads_env
-from jessy_adapters.failures import Failure, last_error_line
+from jessy_adapters.devices import nvidia_gpu
+from jessy_adapters.failures import last_error_line
+from jessy_adapters.hf_trainer import HFTrainerBackend
 
 from .translate import dataset_info_json, translate_config
 
@@ -39,7 +36,7 @@ def _gpu() -> bool:
     return nvidia_gpu() is not None
 
 
-class LlamaFactoryBackend(Backend):
+class LlamaFactoryBackend(HFTrainerBackend):
     name = "llamafactory"
     description = "LLaMA-Factory (HF Trainer + PEFT, YAML configs): CUDA or CPU"
     pre_requirements = ("torch==2.13.0",)
@@ -48,16 +45,8 @@ class LlamaFactoryBackend(Backend):
     # lacks; LLaMA-Factory imports torchaudio at start-up, so its compiled extension is
     # disabled instead (see after_env_create).
     uninstall = ("torchvision",)
-
-    def check(self, env, require_accelerator: bool = False) -> Availability:
-        gpu = _gpu()
-        device = "cuda" if gpu else "cpu"
-        if not env.exists():
-            return Availability(False, f"environment missing: run `jessy env create {self.name}`",
-                                device)
-        if require_accelerator and not gpu:
-            return Availability(False, "accelerator required, but no NVIDIA GPU found", device)
-        return Availability(True, "ready" if gpu else "ready on CPU (fp32)", device)
+    data_errors = _DATA
+    config_errors = _CONFIG
 
     def translate(self, spec, inputs: RunInputs, attempt_dir: Path, env) -> Translation:
         cfg, refusals, notes, carried, total = translate_config(
@@ -70,9 +59,6 @@ class LlamaFactoryBackend(Backend):
             command=[str(env.python), str(ENTRY), str(attempt_dir / "llamafactory.yaml")],
             env={**OFFLINE_ENV, "DISABLE_VERSION_CHECK": "1"},
             notes=notes, carried=carried, total_steps=total)
-
-    def launch_environment(self, env) -> dict[str, str]:
-        return torch_threads_env()
 
     def after_env_create(self, env) -> list[str]:
         """torchaudio's PyPI extension needs CUDA's libc10_cuda; torchaudio runs without it.
@@ -102,14 +88,3 @@ class LlamaFactoryBackend(Backend):
 
     def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
         return copy_peft_adapter(attempt_dir / OUTPUT_DIR, adapter_dir, inputs.model_path)
-
-    def checkpoint_as_peft(self, attempt_dir: Path, out_dir: Path) -> Path | None:
-        return hf_checkpoint_as_peft(attempt_dir)
-
-    def classify(self, returncode: int, log_tail: str) -> Failure:
-        line = last_error_line(log_tail)
-        if _DATA.search(log_tail):
-            return Failure(failures.DATA_ERROR, line)
-        if _CONFIG.search(log_tail):
-            return Failure(failures.CONFIG_REJECTED, line)
-        return super().classify(returncode, log_tail)

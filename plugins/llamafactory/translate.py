@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+from jessy_adapters import hf_trainer
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 from jessy_adapters.scaleout import single_process_only
@@ -89,7 +90,6 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         "warmup_steps": t["warmup_steps"],
         "weight_decay": t["weight_decay"],
         "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
-        "optim": OPTIMIZERS[t["optimizer"]],
         "seed": t["seed"],
         "data_seed": t["seed"],
         "include_num_input_tokens_seen": True,
@@ -110,30 +110,10 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
     if inputs.data.validation:
         cfg["eval_dataset"] = "jessy_valid"
         cfg["per_device_eval_batch_size"] = t["batch_size"]
-        cfg["eval_strategy"] = "steps" if t["eval_steps"] else "epoch"
-        if t["eval_steps"]:
-            cfg["eval_steps"] = t["eval_steps"]
-    else:
-        cfg["eval_strategy"] = "no"
-    if t["save_steps"]:
-        cfg["save_strategy"] = "steps"
-        cfg["save_steps"] = t["save_steps"]
-    else:
-        cfg["save_strategy"] = "no"
-    if t["optimizer"] == "adam" and t["weight_decay"]:
-        refusals.append(Refusal("/training/weight_decay",
-                                "optimizer adam has no weight decay; use adamw"))
-    if t["optimizer"] == "adamw_8bit" and not on_gpu:
-        notes.append("adamw_8bit on CPU: bitsandbytes' 8-bit optimizer needs CUDA; using "
-                     "adamw_torch")
-        cfg["optim"] = "adamw_torch"
-
-    precision = t["precision"] if t["precision"] != "auto" else {
-        "bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(m["dtype"], "auto")
-    if precision in ("bf16", "fp16") and not on_gpu:
-        refusals.append(Refusal("/training/precision",
-                                f"{precision} on CPU: LLaMA-Factory refuses bf16 there and "
-                                "fp16 needs a GPU (bf16 ran 170 s/step on this CPU)"))
+    cfg.update(hf_trainer.eval_and_save(t, inputs.data.validation is not None))
+    cfg["optim"] = hf_trainer.optimizer(t, OPTIMIZERS, on_gpu, refusals, notes)
+    precision = hf_trainer.precision(m, t, on_gpu, refusals, "LLaMA-Factory refuses bf16 there "
+                                     "and fp16 needs a GPU (bf16 ran 170 s/step on this CPU)")
     cfg["bf16"] = precision == "bf16"
     cfg["fp16"] = precision == "fp16"
     if m["attn_implementation"] != "auto":

@@ -6,20 +6,16 @@ import json
 import re
 from pathlib import Path
 
-from jessy_adapters import failures
 from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
-    Availability,
-    Backend,
     RunInputs,
     Translation,
     TranslationRefused,
     read_requirements,
 )
-from jessy_adapters.checkpoints import hf_checkpoint_as_peft
-from jessy_adapters.devices import nvidia_gpu, torch_threads_env
-from jessy_adapters.failures import Failure, last_error_line
+from jessy_adapters.devices import nvidia_gpu
+from jessy_adapters.hf_trainer import HFTrainerBackend
 
 from .translate import translate_config
 
@@ -34,25 +30,16 @@ _CONFIG = re.compile(r"Failed to load tokenizer|is not a local folder|does not a
                      r"family|TypeError: .*unexpected keyword", re.I)
 
 
-class UnslothBackend(Backend):
+class UnslothBackend(HFTrainerBackend):
     name = "unsloth"
     description = "Unsloth (FastLanguageModel + TRL SFTTrainer): CUDA GPUs; CPU fallback, slow"
     pre_requirements = ("torch==2.13.0",)
     requirements = read_requirements(HERE / "requirements.txt")
     uninstall = ("torchvision",)
-
-    def check(self, env, require_accelerator: bool = False) -> Availability:
-        gpu = nvidia_gpu()
-        device = "cuda" if gpu else "cpu"
-        if not env.exists():
-            return Availability(False, f"environment missing: run `jessy env create {self.name}`",
-                                device)
-        if gpu:
-            return Availability(True, f"ready ({gpu})", device)
-        if require_accelerator:
-            return Availability(False, "accelerator required, but no NVIDIA GPU found (no "
-                                       "/proc/driver/nvidia/version, no nvidia-smi)", device)
-        return Availability(True, "runs on CPU (slow); GPU not found", device)
+    unavailable_errors = _NO_ACCELERATOR
+    data_errors = _DATA
+    config_errors = _CONFIG
+    cpu_note = "runs on CPU (slow); GPU not found"
 
     def translate(self, spec, inputs: RunInputs, attempt_dir: Path, env) -> Translation:
         on_gpu = nvidia_gpu() is not None
@@ -69,22 +56,6 @@ class UnslothBackend(Backend):
             command=[str(env.python), str(ENTRY), str(attempt_dir / "unsloth_config.json")],
             env=run_env, notes=notes, carried=carried, total_steps=cfg["total_steps"])
 
-    def launch_environment(self, env) -> dict[str, str]:
-        return torch_threads_env()
-
     def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
         return copy_peft_adapter(attempt_dir / OUTPUT_DIR / "adapter", adapter_dir,
                                  inputs.model_path)
-
-    def checkpoint_as_peft(self, attempt_dir: Path, out_dir: Path) -> Path | None:
-        return hf_checkpoint_as_peft(attempt_dir)
-
-    def classify(self, returncode: int, log_tail: str) -> Failure:
-        line = last_error_line(log_tail)
-        if _NO_ACCELERATOR.search(log_tail):
-            return Failure(failures.UNAVAILABLE, line)
-        if _DATA.search(log_tail):
-            return Failure(failures.DATA_ERROR, line)
-        if _CONFIG.search(log_tail):
-            return Failure(failures.CONFIG_REJECTED, line)
-        return super().classify(returncode, log_tail)
