@@ -42,10 +42,10 @@ def interrupt_after(runner: Runner, tmp_path, backend: str, step: int, run_fn):
 @pytest.mark.parametrize("backend", ["mlx", "unsloth", "axolotl"])
 def test_interrupted_run_resumes_from_its_checkpoint(backend, tmp_path, tiny_model, toy_data):
     require_env(backend)
-    # enough steps that the stop (polled every 0.2 s) lands well before the end: a tiny-model
-    # step takes ~0.1-0.3 s with two threads
-    steps = 60
-    spec = spec_for(tmp_path, tiny_model, toy_data, steps=steps, save=4)
+    # enough steps that the stop lands well before the end: with two threads a tiny-model
+    # Unsloth step takes ~0.06 s, and 60 steps once finished before the stop took effect
+    steps = 300
+    spec = spec_for(tmp_path, tiny_model, toy_data, steps=steps, save=8)
     runner = Runner(load_registry(), console=lambda m: None)
     first = interrupt_after(runner, tmp_path, backend, 9,
                             lambda: runner.run(spec, [backend], tmp_path / "runs"))
