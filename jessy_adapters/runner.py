@@ -246,7 +246,7 @@ class Runner:
             proc = subprocess.Popen(command, cwd=attempt_dir, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, bufsize=1,
                                     start_new_session=True, errors="replace",
-                                    preexec_fn=functools.partial(_child_setup, _prctl(),
+                                    preexec_fn=functools.partial(_child_setup, _libc(),
                                                                  self.max_memory_gb))
         except OSError as exc:
             stdout_log.close()
@@ -372,25 +372,29 @@ class Runner:
         threading.Thread(target=insist, daemon=True).start()
 
 
-def _child_setup(prctl, max_memory_gb: float | None) -> None:
+def _child_setup(libc, max_memory_gb: float | None) -> None:
     """Runs in the forked child before exec: only calls prepared in the parent (no imports,
     no library loading), as jessy has threads running when it forks."""
-    if prctl is not None:
-        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if libc is not None:
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        # SIGINT back to its default: a shell starts background jobs with SIGINT ignored, the
+        # child would inherit that, and Python would then never raise KeyboardInterrupt, so
+        # jessy's graceful stop would go unheard (seen: Unsloth trained on to the end)
+        libc.signal(int(signal.SIGINT), 0)  # SIG_DFL
     if max_memory_gb:
         limit = int(max_memory_gb * 1024 ** 3)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 @functools.cache
-def _prctl():
+def _libc():
     """Linux: the backend gets SIGTERM if jessy dies (even by SIGKILL), so no orphan keeps
     training; its own session keeps a terminal's Ctrl-C for jessy to handle gracefully."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
 
-    return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    return ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 def shell_line(command: list[str], env: dict[str, str]) -> str:
