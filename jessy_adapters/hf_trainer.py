@@ -64,6 +64,8 @@ class HFTrainerBackend(Backend):
     unavailable_errors: ClassVar[re.Pattern | None] = None
     data_errors: ClassVar[re.Pattern | None] = None
     config_errors: ClassVar[re.Pattern | None] = None
+    cpu_note: ClassVar[str] = "ready on CPU (fp32)"
+    """What `jessy backends` says when there is no GPU."""
 
     def check(self, env, require_accelerator: bool = False) -> Availability:
         gpu = nvidia_gpu()
@@ -75,8 +77,6 @@ class HFTrainerBackend(Backend):
             return Availability(False, "accelerator required, but no NVIDIA GPU found (no "
                                        "/proc/driver/nvidia/version, no nvidia-smi)", device)
         return Availability(True, f"ready ({gpu})" if gpu else self.cpu_note, device)
-
-    cpu_note: ClassVar[str] = "ready on CPU (fp32)"
 
     def launch_environment(self, env) -> dict[str, str]:
         return torch_threads_env()

@@ -26,10 +26,11 @@ def single_process_only(spec, backend: str, refusals: list[Refusal],
         carried[path] = "refused unless one process"
     if res["nodes"] > 1:
         refusals.append(Refusal("/resources/nodes", f"{backend} trains on one machine here; "
-                                "use a backend that scales out (axolotl)"))
+                                "use a backend that scales out (docs/backends.md)"))
     if res["gpus_per_node"] > 1:
         refusals.append(Refusal("/resources/gpus_per_node", f"{backend} is driven as one "
-                                "process by jessy; use axolotl for several"))
+                                "process by jessy; use a backend that scales out "
+                                "(docs/backends.md)"))
     if res["strategy"] != "ddp" or res["offload"] != "none":
         refusals.append(Refusal("/resources/strategy", f"{backend} is driven as one process: "
                                 "no sharding or offload"))
