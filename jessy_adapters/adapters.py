@@ -11,19 +11,20 @@ import json
 import re
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where a tensor is touched: every `jessy` command loads
+    import numpy as np  # this module through the plugins, and numpy is 0.1 s of start-up
 
-from .runtime.lora_convert import peft_to_mlx  # noqa: F401 (re-exported: the reverse direction)
-
-_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
-           "I32": np.int32}
+_DTYPES = {"F32": "float32", "F16": "float16", "F64": "float64", "I64": "int64", "I32": "int32"}
 
 _MLX_KEY = re.compile(r"^(?P<prefix>.*?)layers\.(?P<layer>\d+)\.(?P<module>.+)\.lora_(?P<ab>[ab])$")
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """safetensors -> float32/native numpy, bf16 included (numpy has no bf16 dtype)."""
+    import numpy as np
+
     raw = Path(path).read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + n])
@@ -45,6 +46,7 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 def write_safetensors(tensors: dict[str, np.ndarray], path: Path,
                       metadata: dict[str, str] | None = None) -> None:
+    import numpy as np
     from safetensors.numpy import save_file
 
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path),
@@ -54,6 +56,8 @@ def write_safetensors(tensors: dict[str, np.ndarray], path: Path,
 def mlx_to_peft(mlx_weights: dict[str, np.ndarray], rank: int, scale: float, dropout: float,
                 base_model: str) -> tuple[dict[str, np.ndarray], dict]:
     """Convert MLX LoRA weights to PEFT tensors + adapter_config.json contents."""
+    import numpy as np
+
     tensors, modules, layers = {}, set(), set()
     for key, value in mlx_weights.items():
         m = _MLX_KEY.match(key)
@@ -95,6 +99,13 @@ def peft_config(rank: int, alpha: float, dropout: float, target_modules: list[st
         "use_rslora": False,
         "use_dora": False,
     }
+
+
+def peft_to_mlx(tensors: dict[str, np.ndarray], config: dict):
+    """PEFT -> MLX (the reverse direction); the code lives in runtime/ as backends run it."""
+    from .runtime.lora_convert import peft_to_mlx as convert
+
+    return convert(tensors, config)
 
 
 def save_peft_adapter(tensors: dict[str, np.ndarray], config: dict, out_dir: Path) -> None:

@@ -5,6 +5,8 @@ Heavy modules are imported inside commands so `jessy --help` stays fast.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import sys
 from pathlib import Path
@@ -12,6 +14,11 @@ from pathlib import Path
 import click
 
 from . import __version__
+
+# Registered first, so it runs after every other exit handler: the objects left then (the
+# loss plot's matplotlib, jsonschema, plugins) are never collected one by one at shutdown.
+# That final collection took 0.13-0.20 s of every `jessy run` (benchmarks/overhead.py).
+atexit.register(gc.freeze)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2

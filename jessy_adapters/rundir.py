@@ -6,6 +6,7 @@ plots/. A run id is claimed with an exclusive mkdir, so no run ever overwrites a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -20,6 +21,18 @@ from .spec import Spec
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): jessy's own start-up
+    (interpreter, imports, plugin loading) counted from the real start, not from an import."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime, in clock ticks after boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round(uptime - ticks / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass
@@ -58,6 +71,7 @@ class RunDir:
             "adapter": None,
             "summary": None,
             "failure": None,
+            "timings": {},
         }
         run = cls(path, manifest)
         write_text_atomic(path / "spec.yaml", spec.to_yaml())
@@ -88,7 +102,23 @@ class RunDir:
             return []
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
+    @property
+    def timings(self) -> dict:
+        """Where the wall time went (seconds): start-up, data preparation, whole process."""
+        return self.manifest.setdefault("timings", {})
+
+    @contextlib.contextmanager
+    def timed(self, key: str):
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[key] = round(time.monotonic() - start, 3)
+
     def finish(self, status: str) -> None:
+        age = process_age()
+        if age is not None:
+            self.timings["process_s"] = age
         self.manifest["status"] = status
         self.manifest["finished"] = _now()
         self.save()

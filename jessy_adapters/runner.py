@@ -32,7 +32,7 @@ from .failures import Failure
 from .models import ModelError, resolve_model
 from .plots import preload_in_background
 from .plugins import Registry, RegistryError
-from .rundir import RunDir, _now
+from .rundir import RunDir, _now, process_age
 from .spec import Spec
 
 RUNTIME_PATH = Path(__file__).resolve().parent / "runtime"
@@ -67,9 +67,11 @@ class Runner:
     def run(self, spec: Spec, chain: list[str], output_dir: Path,
             require_accelerator: bool = False) -> RunDir:
         run = RunDir.create(output_dir, spec, chain)
+        run.timings["startup_s"] = process_age()
         self.console(f"run directory: {run.path}")
         try:
-            inputs = self._inputs(spec, run, require_accelerator)
+            with run.timed("prepare_s"):
+                inputs = self._inputs(spec, run, require_accelerator)
         except (DataError, ModelError) as exc:
             kind = failures.DATA_ERROR if isinstance(exc, DataError) else failures.CONFIG_REJECTED
             run.manifest["failure"] = {"kind": kind, "reason": str(exc)}
@@ -99,6 +101,7 @@ class Runner:
                            resume_from=run.path / last["dir"])
         m["status"] = "running"
         m["finished"] = None
+        m["timings"] = {"startup_s": process_age()}  # the timings of this (resuming) process
         m.setdefault("resumed", []).append({"at": _now(), "from_attempt": last["number"]})
         run.save()
         self.console(f"resuming {run.path} on {last['backend']} from {last['dir']}")
@@ -168,6 +171,14 @@ class Runner:
         run.manifest["attempts"].append(record)
         run.save()
         start = time.monotonic()
+        phases = record["phases"] = {}
+        """Seconds per step of the attempt: what jessy adds vs the backend process itself."""
+        mark = [start]
+
+        def lap(phase: str) -> None:
+            now = time.monotonic()
+            phases[phase] = round(now - mark[0], 3)
+            mark[0] = now
 
         def end(status: str, failure: Failure | None) -> Failure | None:
             record.update(status=status, finished=_now(),
@@ -183,6 +194,7 @@ class Runner:
             return end("skipped", Failure(failures.UNAVAILABLE, str(exc)))
         env = BackendEnv(name)
         availability = backend.check(env, inputs.require_accelerator)
+        lap("check_s")
         record["device"] = availability.device
         record["availability"] = availability.reason
         if not availability.ok:
@@ -208,6 +220,7 @@ class Runner:
                       **({"memory_limit_gb": self.max_memory_gb} if self.max_memory_gb else {}),
                       versions=env.info().get("packages", []))
         run.save()
+        lap("translate_s")
         self.console(f"[{name}] {command_text}")
         for note in translation.notes:
             self.console(f"[{name}] note: {note}")
@@ -219,6 +232,7 @@ class Runner:
             env_vars.setdefault("MALLOC_ARENA_MAX", "2")
         outcome = self._supervise(backend, translation.command, env_vars, attempt_dir, run,
                                   number, translation.total_steps)
+        lap("backend_s")
         record["exit_code"] = outcome.exit_code
         if not outcome.ok:
             return end("failed", outcome.failure)
@@ -232,8 +246,10 @@ class Runner:
             run.manifest["outputs"] = {"backend": name, **info}
         else:
             run.manifest["adapter"] = {"path": "adapter", "backend": name, **info}
+        lap("normalise_s")
         run.manifest["summary"] = summarise(run.metrics(), name, time.monotonic() - start)
         _plot(run)
+        lap("plot_s")
         return end("succeeded", None)
 
     def _supervise(self, backend: Backend, command: list[str], env: dict, attempt_dir: Path,

@@ -248,3 +248,25 @@ def test_on_event_sees_every_recorded_event(spec, tmp_path):
     result = run(spec, tmp_path, make_backend("alpha"), on_event=seen.append)
     recorded = [json.loads(x) for x in (result.path / "metrics.jsonl").open()]
     assert seen == recorded and len(seen) >= 5
+
+
+def test_timings_say_where_the_wall_time_went(spec, tmp_path):
+    """run.json splits the wall time into jessy's steps and the backend process, so the layer's
+    overhead is read from one run (benchmarks/overhead.py) instead of a noisy difference."""
+    started = time.monotonic()
+    result = run(spec, tmp_path, make_backend("first", available=False),
+                 make_backend("second"))
+    wall = time.monotonic() - started
+    m = assert_valid_manifest(result.path)
+    skipped, won = m["attempts"]
+    assert set(skipped["phases"]) == {"check_s"}
+    phases = won["phases"]
+    assert list(phases) == ["check_s", "translate_s", "backend_s", "normalise_s", "plot_s"]
+    # the fake trainer is a real Python process: it takes longer than writing its config
+    assert phases["backend_s"] > phases["translate_s"]
+    assert sum(phases.values()) <= won["seconds"] + 0.01
+    t = m["timings"]
+    assert t["prepare_s"] > 0
+    # this test process started long before the run (pytest), so start-up covers that, and
+    # the whole process outlasts the run's own wall time
+    assert t["startup_s"] > 0 and t["process_s"] >= t["startup_s"] + wall - 0.05
