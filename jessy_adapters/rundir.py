@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import secrets
 import time
 from dataclasses import dataclass
@@ -119,6 +120,10 @@ class RunDir:
         age = process_age()
         if age is not None:
             self.timings["process_s"] = age
+        # jessy's own CPU (backends excluded): on a machine whose cores the backend uses,
+        # this is what the layer can take from training
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        self.timings["cpu_s"] = round(own.ru_utime + own.ru_stime, 3)
         self.manifest["status"] = status
         self.manifest["finished"] = _now()
         self.save()
