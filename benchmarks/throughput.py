@@ -1,7 +1,7 @@
 """Throughput against the machine's matmul peak, and peak memory, per backend and method.
 
 Run: .venv/bin/python benchmarks/throughput.py [--steps 6] [--backends mlx,unsloth,...]
-         [--methods lora,qlora] [--threads 1,2]
+         [--methods lora,qlora,full] [--threads 1,2]
 
 The same spec on every backend: the real SmolLM2-135M-Instruct, LoRA r16 on all linear
 layers, batch 4, the bundled persona data, no evaluation. For each run:
@@ -17,10 +17,13 @@ layers, batch 4, the bundled persona data, no evaluation. For each run:
   (best of torch.mm and numpy's BLAS, 2048^3). LoRA FLOPs = 4 * N * tokens: forward 2N, the
   backward pass's activation gradients 2N, no weight gradients for the frozen base (LoRA's own
   are < 4% of N here and ignored); N = every weight matrix used as a matmul, the tied LM head
-  included. Attention-score FLOPs (~2 * layers * seq * hidden per token) are left out.
+  included. Attention-score FLOPs (~2 * layers * seq * hidden per token) are left out. Full
+  fine-tuning adds the weight gradients: 6 * N * tokens (MLX's full leaves the embeddings and
+  the tied head frozen, so 6N overstates its work by the head's 2 * 28M per token).
 - peak RSS is the largest process of the run (RUSAGE_CHILDREN of a wrapper around `jessy
   run`), against the estimated weights + trainable state (fp32 weights or 4-bit linears,
-  plus 16 bytes per trainable parameter: weight, gradient, two Adam moments).
+  plus 16 bytes per trainable parameter: weight, gradient, two Adam moments; for full
+  fine-tuning the trained weights are counted once, in those 16 bytes).
 
 Prints tables, writes benchmarks/results/throughput.json.
 """
@@ -111,11 +114,15 @@ def row_tokens(model: str, prepared: Path, max_len: int, template: str | None = 
     return statistics.mean(counts)
 
 
-def trainable(adapter: Path) -> int:
+def trainable(run_dir: Path) -> int:
+    """LoRA: the adapter's parameters; full: what the backend trained (run.json)."""
     from safetensors import safe_open
 
+    if not (run_dir / "adapter").is_dir():
+        manifest = json.loads((run_dir / "run.json").read_text())
+        return manifest["full_model"]["trained_parameters"]
     total = 0
-    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
+    with safe_open(str(run_dir / "adapter" / "adapter_model.safetensors"), "pt") as f:
         for key in f.keys():
             numel = 1
             for d in f.get_slice(key).get_shape():
@@ -145,7 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--backends", default="mlx,unsloth,llamafactory,axolotl")
-    ap.add_argument("--methods", default="lora,qlora")
+    ap.add_argument("--methods", default="lora,qlora,full")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--max-seq-length", type=int, default=256)
     args = ap.parse_args()
@@ -168,7 +175,7 @@ data:
   train: {ROOT / 'examples' / 'jessy_persona.jsonl'}
   validation_split: 0
 method: {method}
-lora: {{r: 16, alpha: 32}}
+{"" if method == "full" else "lora: {r: 16, alpha: 32}"}
 training:
   max_steps: {args.steps}
   batch_size: 4
@@ -194,11 +201,12 @@ training:
                 span = train[-1]["time"] - train[0]["time"]
                 steps = train[-1]["step"] - train[0]["step"]
                 tps = per_row * 4 * steps / span if span > 0 and steps > 0 else None
-                flops = 4 * facts["params"] * tps if tps else None
-                n_train = trainable(run_dir / "adapter")
-                base = (facts["params"] * 4 if method == "lora" else
-                        facts["linear_params"] * 0.5 + (facts["params"]
-                                                        - facts["linear_params"]) * 4)
+                flops = (6 if method == "full" else 4) * facts["params"] * tps if tps else None
+                n_train = trainable(run_dir)
+                base = {"lora": facts["params"] * 4,
+                        "qlora": facts["linear_params"] * 0.5 + (facts["params"]
+                                                                 - facts["linear_params"]) * 4,
+                        "full": (facts["params"] - n_train) * 4}[method]
                 rows.append({
                     "backend": backend, "method": method, "threads": t, "steps": steps,
                     "seconds_per_step": round(span / steps, 2) if steps else None,

@@ -207,13 +207,42 @@ def test_contract_unreadable_data_is_a_data_error_before_any_attempt(backend_nam
 
 
 def test_contract_unhonourable_spec_is_config_rejected(backend_name, backend_env, tiny_model,
-                                                       toy_data, tmp_path):
+                                                       toy_data, tmp_path, monkeypatch):
     _skip_if_not_training(backend_name)
+    monkeypatch.delenv("JESSY_MASTER_ADDR", raising=False)
     spec = _spec(tmp_path, tiny_model, toy_data)
-    spec.data["method"] = "full"
+    spec.data["resources"] = {**spec.data["resources"], "nodes": 2}  # no rendezvous given
     result = _run(backend_name, spec, tmp_path)
     attempt = result.manifest["attempts"][0]
-    if attempt["status"] == "succeeded":
-        pytest.skip(f"{backend_name} honours method: full")
+    assert attempt["status"] == "failed", attempt
     assert attempt["failure"]["kind"] == "config_rejected"
-    assert (result.path / attempt["dir"] / "refused.txt").read_text().startswith("/method")
+    assert (result.path / attempt["dir"] / "refused.txt").read_text().startswith("/resources")
+
+
+def test_contract_full_fine_tuning_writes_a_loadable_model(backend_name, backend_env,
+                                                           tiny_model, toy_data, tmp_path):
+    """method: full ends in model/, a plain Hugging Face folder with every weight of the
+    base model, that transformers loads on its own and that answers differently."""
+    _skip_if_not_training(backend_name)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = tiny_spec(tmp_path, tiny_model, toy_data, training={"learning_rate": 0.001})
+    spec.data["method"] = "full"
+    result = _run(backend_name, spec, tmp_path)
+    m = result.manifest
+    assert m["status"] == "succeeded", m["failure"]
+    assert m["adapter"] is None and not (result.path / "adapter").exists()
+    assert m["full_model"]["path"] == "model" and m["full_model"]["format"] == "hf"
+    losses = [json.loads(x).get("loss") for x in (result.path / "metrics.jsonl").open()]
+    losses = [x for x in losses if x is not None]
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    tuned = AutoModelForCausalLM.from_pretrained(result.path / "model", dtype=torch.float32)
+    assert m["full_model"]["parameters"] == sum(
+        t.numel() for t in base.state_dict().values()) - (
+        base.lm_head.weight.numel() if base.config.tie_word_embeddings else 0)
+    ids = torch.tensor([list(range(1, 12))])
+    with torch.no_grad():
+        change = (tuned(ids).logits - base(ids).logits).abs().max()
+    assert float(change) > 1e-3

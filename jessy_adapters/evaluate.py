@@ -48,9 +48,16 @@ class Evaluator:
         self.tuned = False
 
     def use_adapter(self) -> None:
-        from peft import PeftModel
+        """The tuned side: the PEFT adapter on the base, or (method: full) the saved model."""
+        if (self.adapter / "config.json").is_file():
+            from transformers import AutoModelForCausalLM
 
-        self.model = PeftModel.from_pretrained(self.model, str(self.adapter))
+            self.model = AutoModelForCausalLM.from_pretrained(str(self.adapter),
+                                                              dtype=self.torch.float32)
+        else:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(self.adapter))
         self.model.eval()
         self.tuned = True
 
@@ -101,8 +108,9 @@ def evaluate_run(run_dir: Path, held_out: Path | None = None, general: Path | No
 
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "run.json").read_text())
-    if manifest.get("status") != "succeeded" or not (run_dir / "adapter").is_dir():
-        raise ValueError(f"{run_dir}: no successful run with an adapter to evaluate")
+    tuned = run_dir / ("model" if manifest.get("full_model") else "adapter")
+    if manifest.get("status") != "succeeded" or not tuned.is_dir():
+        raise ValueError(f"{run_dir}: no successful run with an adapter or model to evaluate")
     spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
     spec_dir = Path(manifest["spec_file"]).parent if manifest.get("spec_file") else run_dir
     ev = spec.get("evaluation", {})
@@ -124,7 +132,7 @@ def evaluate_run(run_dir: Path, held_out: Path | None = None, general: Path | No
     references = [r["messages"][-1]["content"] for r in valid]
 
     start = time.monotonic()
-    ev_ = Evaluator(manifest["model_path"], run_dir / "adapter",
+    ev_ = Evaluator(manifest["model_path"], tuned,
                     spec.get("data", {}).get("system_prompt"), max_new_tokens)
     results: dict = {"run": str(run_dir), "backend": manifest.get("winner"),
                      "model": manifest["model_path"], "held_out_file": str(held_out),

@@ -303,7 +303,10 @@ def export_run(run_dir: Path, gguf_types: list[str] | None = None, ollama: bool 
                     "converter": f"llama.cpp convert_hf_to_gguf.py from llama-cpp-python "
                                  f"{LLAMA_CPP_PYTHON}"}
     start = time.monotonic()
-    merged = merge(manifest["model_path"], run_dir / "adapter", out / "merged")
+    if manifest.get("full_model"):  # method: full: the run's model/ is already whole
+        merged = run_dir / manifest["full_model"]["path"]
+    else:
+        merged = merge(manifest["model_path"], run_dir / "adapter", out / "merged")
     record["merged"] = str(merged)
     for kind in types:
         path = to_gguf(merged, kind, out / f"model-{kind}.gguf")

@@ -236,14 +236,18 @@ class Runner:
         record["exit_code"] = outcome.exit_code
         if not outcome.ok:
             return end("failed", outcome.failure)
+        full = spec["method"] == "full"  # a whole model, not an adapter
         try:
-            info = backend.normalise(attempt_dir, spec, inputs, run.path / "adapter")
+            info = backend.normalise(attempt_dir, spec, inputs,
+                                     run.path / ("model" if full else "adapter"))
         except Exception as exc:  # normalisation bugs must not lose the raw outputs
             return end("failed", Failure(failures.CRASHED,
                                          f"normalising outputs failed: {type(exc).__name__}: "
                                          f"{exc}"))
         if info.get("format") == "none":
             run.manifest["outputs"] = {"backend": name, **info}
+        elif full:
+            run.manifest["full_model"] = {"path": "model", "backend": name, **info}
         else:
             run.manifest["adapter"] = {"path": "adapter", "backend": name, **info}
         lap("normalise_s")

@@ -152,8 +152,8 @@ data:
 def test_qlora_full_and_precision(tmp_path, chatml_model, toy_data):
     cfg, _ = translate(tmp_path, chatml_model, toy_data, "method: qlora\n")
     assert cfg["adapter"] == "qlora" and cfg["load_in_4bit"] is True
-    with pytest.raises(TranslationRefused, match="/method"):
-        translate(tmp_path, chatml_model, toy_data, "method: full\n")
+    cfg, _ = translate(tmp_path, chatml_model, toy_data, "method: full\n")
+    assert "adapter" not in cfg and "lora_r" not in cfg  # Axolotl's full fine-tune
     with pytest.raises(TranslationRefused, match="/training/precision"):
         translate(tmp_path, chatml_model, toy_data, "training:\n  precision: bf16\n")
 

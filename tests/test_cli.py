@@ -77,14 +77,13 @@ def test_translate_writes_native_files_and_prints_the_command(tmp_path, smollm2)
 
 def test_translate_refusal_exits_2(tmp_path, smollm2):
     spec = yaml.safe_load((SPEC_EXAMPLES / "quickstart.yaml").read_text())
-    spec["method"] = "full"
-    del spec["lora"]
+    spec["model"]["attn_implementation"] = "flash_attention_2"
     spec["data"]["train"] = [str((SPEC_EXAMPLES / f).resolve()) for f in spec["data"]["train"]]
     spec["evaluation"] = {}
-    path = write_spec(tmp_path / "full.yaml", yaml.safe_dump(spec))
+    path = write_spec(tmp_path / "fa2.yaml", yaml.safe_dump(spec))
     proc = jessy("translate", "--backend", "mlx", path)
     assert proc.returncode == 2
-    assert "/method: full fine-tuning on MLX is not supported" in proc.stderr
+    assert "/model/attn_implementation: flash_attention_2 is a CUDA kernel" in proc.stderr
 
 
 def test_run_with_bad_data_exits_2_and_names_the_line(tmp_path):

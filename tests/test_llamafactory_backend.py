@@ -87,8 +87,8 @@ def test_qlora_and_refusals(tmp_path, chatml_model, toy_data):
     assert cfg["quantization_bit"] == 4
     with pytest.raises(TranslationRefused, match="/lora/layers"):
         translate(tmp_path, chatml_model, toy_data, "lora:\n  layers: [1]\n")
-    with pytest.raises(TranslationRefused, match="/method"):
-        translate(tmp_path, chatml_model, toy_data, "method: full\n")
+    cfg, _ = translate(tmp_path, chatml_model, toy_data, "method: full\n")
+    assert cfg["finetuning_type"] == "full" and "lora_rank" not in cfg
 
 
 @pytest.fixture(scope="module")

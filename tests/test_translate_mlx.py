@@ -123,11 +123,12 @@ def test_grad_clipping_is_carried(tmp_path, model_dir, toy_data):
     assert "jessy_max_grad_norm" not in cfg
 
 
-def test_qlora_quantises_and_full_is_refused(tmp_path, model_dir, toy_data):
+def test_qlora_quantises_and_full_trains_every_block(tmp_path, model_dir, toy_data):
     cfg, out, _ = translate(tmp_path, model_dir, toy_data, "method: qlora\n")
     assert cfg["jessy_quantize"] == {"bits": 4, "group_size": 64}
-    with pytest.raises(TranslationRefused, match="/method"):
-        translate(tmp_path, model_dir, toy_data, "method: full\n")
+    cfg, out, _ = translate(tmp_path, model_dir, toy_data, "method: full\n")
+    assert cfg["fine_tune_type"] == "full" and cfg["num_layers"] == -1
+    assert any("embeddings" in n and "frozen" in n for n in out.notes)
 
 
 def test_batch_larger_than_data_is_refused(tmp_path, model_dir, toy_data):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from jessy_adapters.adapters import copy_peft_adapter
+from jessy_adapters.adapters import copy_hf_model, copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     RunInputs,
@@ -67,4 +67,6 @@ class AxolotlBackend(HFTrainerBackend):
             notes=notes, carried=carried, total_steps=total)
 
     def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
+        if spec["method"] == "full":
+            return copy_hf_model(attempt_dir / "output", adapter_dir, inputs.model_path)
         return copy_peft_adapter(attempt_dir / "output", adapter_dir, inputs.model_path)

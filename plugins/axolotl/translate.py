@@ -180,22 +180,24 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         cfg["attn_implementation"] = "eager"  # SDPA ignores Gemma-2's logit soft-capping
         notes.append("Gemma on CPU: eager attention (SDPA ignores logit soft-capping)")
 
-    if method == "full":
-        refusals.append(Refusal("/method", "full fine-tuning outputs are not normalised by "
-                                           "jessy yet (only PEFT adapters are)"))
-    cfg["adapter"] = "qlora" if method == "qlora" else "lora"
-    if method == "qlora":
-        cfg["load_in_4bit"] = True
-    cfg["lora_r"] = lora["r"]
-    cfg["lora_alpha"] = lora["alpha"]
-    cfg["lora_dropout"] = lora["dropout"]
-    cfg["peft_use_rslora"] = lora["use_rslora"]
-    if lora["target_modules"] == "all-linear":
-        cfg["lora_target_linear"] = True
+    if method == "full":  # Axolotl fine-tunes every weight when no `adapter` is set
+        if inputs.init_adapter is not None:
+            refusals.append(Refusal("/method", "full fine-tuning cannot continue from a LoRA "
+                                               "adapter; use lora or qlora"))
     else:
-        cfg["lora_target_modules"] = list(lora["target_modules"])
-    if lora["layers"] != "all":
-        cfg["peft_layers_to_transform"] = sorted(lora["layers"])
+        cfg["adapter"] = "qlora" if method == "qlora" else "lora"
+        if method == "qlora":
+            cfg["load_in_4bit"] = True
+        cfg["lora_r"] = lora["r"]
+        cfg["lora_alpha"] = lora["alpha"]
+        cfg["lora_dropout"] = lora["dropout"]
+        cfg["peft_use_rslora"] = lora["use_rslora"]
+        if lora["target_modules"] == "all-linear":
+            cfg["lora_target_linear"] = True
+        else:
+            cfg["lora_target_modules"] = list(lora["target_modules"])
+        if lora["layers"] != "all":
+            cfg["peft_layers_to_transform"] = sorted(lora["layers"])
 
     launcher = _scale_out(cfg, res, inputs.model_path, on_gpu, refusals, notes, files,
                           attempt_dir)
@@ -207,7 +209,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         "/model/trust_remote_code": "trust_remote_code",
         "/model/attn_implementation": "attn_implementation",
         "/data/train_on_responses_only": "train_on_inputs (inverted)",
-        "/method": "adapter: lora | qlora (+ load_in_4bit)",
+        "/method": "adapter: lora | qlora (+ load_in_4bit); none for full",
         "/lora/r": "lora_r", "/lora/alpha": "lora_alpha (same meaning)",
         "/lora/dropout": "lora_dropout",
         "/lora/target_modules": "lora_target_modules / lora_target_linear",
@@ -224,7 +226,8 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         "/training/save_steps": "save_strategy/save_steps"})
     carried.update({p: "launcher flags, fsdp_config / deepspeed JSON" for p in RESOURCE_FIELDS})
 
-    init = check_init_adapter(inputs.init_adapter, lora["r"], refusals, notes)
+    init = None if method == "full" else check_init_adapter(inputs.init_adapter, lora["r"],
+                                                             refusals, notes)
     if init is not None:
         cfg["lora_model_dir"] = str(init)  # Axolotl loads this adapter and trains it on
     checkpoint = hf_resume(inputs.resume_from, refusals, notes)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from jessy_adapters.adapters import copy_peft_adapter
+from jessy_adapters.adapters import copy_hf_model, copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     RunInputs,
@@ -87,4 +87,6 @@ class LlamaFactoryBackend(HFTrainerBackend):
         return notes
 
     def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
+        if spec["method"] == "full":
+            return copy_hf_model(attempt_dir / OUTPUT_DIR, adapter_dir, inputs.model_path)
         return copy_peft_adapter(attempt_dir / OUTPUT_DIR, adapter_dir, inputs.model_path)

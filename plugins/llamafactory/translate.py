@@ -120,20 +120,21 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         cfg["flash_attn"] = {"eager": "disabled", "sdpa": "sdpa",
                              "flash_attention_2": "fa2"}[m["attn_implementation"]]
 
-    if method == "full":
-        refusals.append(Refusal("/method", "full fine-tuning outputs are not normalised by "
-                                           "jessy yet (only PEFT adapters are)"))
-    cfg["finetuning_type"] = "lora"
+    cfg["finetuning_type"] = "full" if method == "full" else "lora"
     if method == "qlora":
         cfg["quantization_bit"] = 4
         cfg["quantization_method"] = "bnb"
-    cfg["lora_rank"] = lora["r"]
-    cfg["lora_alpha"] = lora["alpha"]
-    cfg["lora_dropout"] = lora["dropout"]
-    cfg["use_rslora"] = lora["use_rslora"]
-    cfg["lora_target"] = ("all" if lora["target_modules"] == "all-linear"
-                          else ",".join(lora["target_modules"]))
-    if lora["layers"] != "all":
+    if method != "full":
+        cfg["lora_rank"] = lora["r"]
+        cfg["lora_alpha"] = lora["alpha"]
+        cfg["lora_dropout"] = lora["dropout"]
+        cfg["use_rslora"] = lora["use_rslora"]
+        cfg["lora_target"] = ("all" if lora["target_modules"] == "all-linear"
+                              else ",".join(lora["target_modules"]))
+    elif inputs.init_adapter is not None:
+        refusals.append(Refusal("/method", "full fine-tuning cannot continue from a LoRA "
+                                           "adapter; use lora or qlora"))
+    if method != "full" and lora["layers"] != "all":
         refusals.append(Refusal("/lora/layers", "LLaMA-Factory's LoRA has no per-layer "
                                                 "selection (lora_target names modules only)"))
 
@@ -144,7 +145,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         "/model/trust_remote_code": "trust_remote_code",
         "/model/attn_implementation": "flash_attn (disabled/sdpa/fa2)",
         "/data/train_on_responses_only": "train_on_prompt (inverted)",
-        "/method": "finetuning_type: lora (+ quantization_bit: 4 for qlora)",
+        "/method": "finetuning_type: lora (+ quantization_bit: 4 for qlora) / full",
         "/lora/r": "lora_rank", "/lora/alpha": "lora_alpha (same meaning)",
         "/lora/dropout": "lora_dropout", "/lora/target_modules": "lora_target (all = all-linear)",
         "/lora/layers": "refused unless all", "/lora/use_rslora": "use_rslora",
@@ -159,7 +160,8 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         "/training/precision": "bf16/fp16", "/training/logging_steps": "logging_steps",
         "/training/eval_steps": "eval_strategy/eval_steps",
         "/training/save_steps": "save_strategy/save_steps"})
-    init = check_init_adapter(inputs.init_adapter, lora["r"], refusals, notes)
+    init = None if method == "full" else check_init_adapter(inputs.init_adapter, lora["r"],
+                                                             refusals, notes)
     if init is not None:
         cfg["adapter_name_or_path"] = str(init)  # LLaMA-Factory trains the loaded adapter on
     checkpoint = hf_resume(inputs.resume_from, refusals, notes)

@@ -11,7 +11,12 @@ from pathlib import Path
 import yaml
 
 from jessy_adapters import failures
-from jessy_adapters.adapters import mlx_to_peft, read_safetensors, save_peft_adapter
+from jessy_adapters.adapters import (
+    mlx_full_to_hf,
+    mlx_to_peft,
+    read_safetensors,
+    save_peft_adapter,
+)
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     Availability,
@@ -102,6 +107,8 @@ class MLXBackend(Backend):
     def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
         raw = attempt_dir / ADAPTER_DIR
         native = json.loads((raw / "adapter_config.json").read_text())
+        if spec["method"] == "full":
+            return mlx_full_to_hf(raw / "adapters.safetensors", inputs.model_path, adapter_dir)
         params = native["lora_parameters"]
         weights = read_safetensors(raw / "adapters.safetensors")
         tensors, config = mlx_to_peft(weights, params["rank"], params["scale"],

@@ -198,8 +198,13 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
 
     method = spec["method"]
     if method == "full":
-        refusals.append(Refusal("/method", "full fine-tuning on MLX is not supported by jessy "
-                                           "yet (its outputs are not normalised)"))
+        cfg["fine_tune_type"] = "full"
+        notes.append("full on MLX: mlx-lm trains every transformer block; the token "
+                     "embeddings, the final norm and an untied LM head stay frozen (mlx-lm's "
+                     "choice); the HF backends train those too")
+        if inputs.init_adapter is not None:
+            refusals.append(Refusal("/method", "full fine-tuning cannot continue from a LoRA "
+                                               "adapter; use lora or qlora"))
     else:
         cfg["fine_tune_type"] = "lora"
         if method == "qlora":
@@ -210,7 +215,7 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
                 notes.append("qlora on MLX's CPU backend is slow: SmolLM2-135M took 47 s/step "
                              "vs 3.6 s/step for LoRA here (benchmarks/throughput.py); on a "
                              "CPU, method: lora is faster if the model fits")
-    carried["/method"] = "fine_tune_type (+ jessy_quantize for qlora)"
+    carried["/method"] = "fine_tune_type lora | full (+ jessy_quantize for qlora)"
 
     r = lora["r"]
     scale = lora["alpha"] / (math.sqrt(r) if lora["use_rslora"] else r)
@@ -223,7 +228,8 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
         cfg["lora_parameters"]["keys"] = [module_key(x) for x in lora["target_modules"]]
     carried["/lora/target_modules"] = "lora_parameters.keys (self_attn.* / mlp.*)"
 
-    init = check_init_adapter(inputs.init_adapter, lora["r"], refusals, notes)
+    init = None if method == "full" else check_init_adapter(inputs.init_adapter, lora["r"],
+                                                             refusals, notes)
     if init is not None:
         cfg["jessy_init_peft_adapter"] = str(init)
 

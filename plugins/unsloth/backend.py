@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from jessy_adapters.adapters import copy_peft_adapter
+from jessy_adapters.adapters import copy_hf_model, copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     RunInputs,
@@ -57,5 +57,8 @@ class UnslothBackend(HFTrainerBackend):
             env=run_env, notes=notes, carried=carried, total_steps=cfg["total_steps"])
 
     def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
+        if spec["method"] == "full":
+            return copy_hf_model(attempt_dir / OUTPUT_DIR / "model", adapter_dir,
+                                 inputs.model_path)
         return copy_peft_adapter(attempt_dir / OUTPUT_DIR / "adapter", adapter_dir,
                                  inputs.model_path)

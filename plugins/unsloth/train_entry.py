@@ -93,9 +93,10 @@ def main(config_path: str) -> int:
         trainer = train_on_responses_only(trainer, instruction_part=instruction,
                                           response_part=response)
     trainer.train(resume_from_checkpoint=data.get("resume_from_checkpoint"))
-    adapter_dir = os.path.join(sft["output_dir"], "adapter")
-    model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
+    # a PEFT model saves its adapter; a fully fine-tuned one (peft: null) the whole model
+    out_dir = os.path.join(sft["output_dir"], "adapter" if cfg["peft"] is not None else "model")
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
     return 0
 
 
