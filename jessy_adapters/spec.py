@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -166,6 +167,7 @@ def validate(data: Any, text: str = "", file: str | None = None) -> list[SpecIss
         return [SpecIssue("", "the spec must be a YAML mapping (key: value)", data, 1)]
     lines = _line_index(text) if text else {}
     validator = Draft202012Validator(load_schema("spec"))
+    _read_exponents_as_numbers(data, validator)
     issues = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
         pointer = "".join(f"/{p}" for p in error.path)
@@ -181,6 +183,31 @@ def validate(data: Any, text: str = "", file: str | None = None) -> list[SpecIss
         issues.append(SpecIssue(pointer, _expected(error), value, lines.get(pointer)))
     issues.extend(_cross_field_issues(data, lines))
     return issues
+
+
+_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _read_exponents_as_numbers(data: dict, validator) -> None:
+    """PyYAML follows YAML 1.1, where `5e-5` (no dot) is the string "5e-5", not a number;
+    the seed report and most training configs write learning rates that way. Where the
+    schema expects a number, such a string is read as the number it spells."""
+    def wants_number(error) -> bool:
+        expected = error.validator_value
+        return "number" in (expected if isinstance(expected, list) else [expected])
+
+    def walk(errors) -> None:
+        for error in errors:
+            if (error.validator == "type" and wants_number(error)
+                    and isinstance(error.instance, str) and _EXPONENT.match(error.instance)):
+                *parents, key = error.path
+                target = data
+                for part in parents:
+                    target = target[part]
+                target[key] = float(error.instance)
+            walk(error.context or ())
+
+    walk(validator.iter_errors(data))
 
 
 def _cross_field_issues(data: dict, lines: dict[str, int]) -> list[SpecIssue]:

@@ -125,3 +125,38 @@ def test_cli_validate_ok(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "valid" in proc.stdout
+
+
+def test_exponent_learning_rates_read_as_numbers(tmp_path):
+    """PyYAML reads `5e-5` as a string (YAML 1.1); the seed report writes rates that way."""
+    path = write_spec(tmp_path / "s.yaml", """\
+model:
+  name_or_path: /m
+data:
+  train: /d.jsonl
+training:
+  learning_rate: 5e-5
+  weight_decay: 1E-2
+  max_grad_norm: 3e0
+""")
+    spec = load_spec(path)
+    t = spec["training"]
+    assert t["learning_rate"] == 5e-5 and t["weight_decay"] == 0.01
+    assert t["max_grad_norm"] == 3.0
+
+
+def test_other_strings_for_numbers_are_still_errors(tmp_path):
+    path = write_spec(tmp_path / "s.yaml", """\
+model:
+  name_or_path: /m
+  max_seq_length: 2e3
+data:
+  train: /d.jsonl
+training:
+  learning_rate: fast
+""")
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    rendered = [i.render(str(path)) for i in err.value.issues]
+    assert any(":7: /training/learning_rate: expected number" in r for r in rendered), rendered
+    assert any("/model/max_seq_length" in r for r in rendered), rendered  # integers stay strict
