@@ -218,7 +218,8 @@ training:
                     "tokens_per_row": round(per_row, 1),
                     "trainable_params": n_train, "wall_s": round(took, 1)})
                 print(json.dumps(rows[-1]))
-    print(f"\nmodel: N = {facts['params'] / 1e6:.1f}M params; LoRA FLOPs = 4*N*tokens; "
+    print(f"\nmodel: N = {facts['params'] / 1e6:.1f}M params; FLOPs = 4*N*tokens (LoRA, QLoRA), "
+          f"6*N*tokens (full); "
           f"peaks {peaks} GFLOP/s\n")
     print(f"{'backend':<13}{'method':<7}{'thr':>4}{'s/step':>8}{'tok/s':>8}{'GFLOP/s':>9}"
           f"{'MFU':>7}{'RSS GB':>8}{'w+state GB':>11}{'RSS/w+s':>9}")
