@@ -21,14 +21,19 @@ _DTYPES = {"F32": "float32", "F16": "float16", "F64": "float64", "I64": "int64",
 _MLX_KEY = re.compile(r"^(?P<prefix>.*?)layers\.(?P<layer>\d+)\.(?P<module>.+)\.lora_(?P<ab>[ab])$")
 
 
+def read_safetensors_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file (name -> dtype, shape, offsets) and its size."""
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        return json.loads(fh.read(n)), n
+
+
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """safetensors -> float32/native numpy, bf16 included (numpy has no bf16 dtype)."""
     import numpy as np
 
-    raw = Path(path).read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    body = memoryview(raw)[8 + n:]
+    header, n = read_safetensors_header(path)
+    body = memoryview(Path(path).read_bytes())[8 + n:]
     out = {}
     for key, meta in header.items():
         if key == "__metadata__":
@@ -127,60 +132,3 @@ def copy_peft_adapter(src: Path, adapter_dir: Path, base_model: str) -> dict:
     return {"format": "peft", "r": config["r"], "lora_alpha": config["lora_alpha"],
             "target_modules": sorted(targets) if isinstance(targets, list) else targets}
 
-
-MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model",
-               "chat_template.jinja")
-
-
-def copy_hf_model(src: Path, model_dir: Path, base_model: str) -> dict:
-    """Copy the full model a backend saved (method: full) as a plain Hugging Face folder:
-    safetensors weights (shards and their index too), config, and the tokenizer, taken from
-    the base model when the backend did not save one, so the folder loads on its own."""
-    import math
-    import shutil
-
-    weights = sorted(src.glob("*.safetensors"))
-    weights = [w for w in weights if not w.name.startswith("adapter_")]
-    if not weights:
-        raise FileNotFoundError(f"no model weights (*.safetensors) in {src}")
-    model_dir.mkdir(parents=True, exist_ok=True)
-    for path in [*weights, *src.glob("*.safetensors.index.json")]:
-        shutil.copy2(path, model_dir / path.name)
-    for name in MODEL_FILES:
-        source = src / name if (src / name).is_file() else Path(base_model) / name
-        if source.is_file():
-            shutil.copy2(source, model_dir / name)
-    parameters, dtypes = 0, set()
-    for path in weights:
-        with open(path, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        for key, meta in header.items():
-            if key != "__metadata__":
-                parameters += math.prod(meta["shape"])
-                dtypes.add(meta["dtype"])
-    return {"format": "hf", "files": sorted(p.name for p in model_dir.iterdir()),
-            "parameters": parameters, "trained_parameters": parameters,
-            "dtype": sorted(dtypes)}
-
-
-def mlx_full_to_hf(trained: Path, base_model: str, model_dir: Path) -> dict:
-    """mlx-lm's full fine-tune saves only what it trained (every transformer block, under the
-    Hugging Face names): the base model's weights with those replaced, as a HF folder."""
-    import tempfile
-
-    new = read_safetensors(trained)
-    base_dir = Path(base_model)
-    shards = [p for p in sorted(base_dir.glob("*.safetensors"))]
-    weights: dict = {}
-    for shard in shards:
-        weights.update(read_safetensors(shard))
-    unknown = sorted(set(new) - set(weights))
-    if unknown:
-        raise ValueError(f"trained tensors not in the base model {base_model}: {unknown[:5]}")
-    weights.update(new)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_safetensors(weights, Path(tmp) / "model.safetensors")
-        info = copy_hf_model(Path(tmp), model_dir, base_model)
-    return {**info, "trained_parameters": sum(int(t.size) for t in new.values())}

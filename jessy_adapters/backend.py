@@ -116,7 +116,7 @@ class Backend(ABC):
     def normalise(self, attempt_dir: Path, spec: Spec, inputs: RunInputs,
                   adapter_dir: Path) -> dict[str, Any]:
         """Turn the backend's raw outputs into a PEFT adapter in adapter_dir, or, for
-        `method: full`, a plain Hugging Face model folder there (adapters.copy_hf_model)."""
+        `method: full`, a plain Hugging Face model folder there (full_model.copy_hf_model)."""
 
     def parse_event(self, line: str) -> dict | None:
         """One metric event from one line of the backend's stdout, or None."""

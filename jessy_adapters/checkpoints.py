@@ -43,14 +43,20 @@ def hf_checkpoint_as_peft(attempt_dir: Path) -> Path | None:
     return None
 
 
-def check_init_adapter(init: Path | None, rank: int, refusals: list, notes: list) -> Path | None:
-    """Refuse an adapter whose rank differs from the spec's (it could not be continued)."""
+def check_init_adapter(init: Path | None, spec, refusals: list, notes: list) -> Path | None:
+    """The adapter another backend left, if this spec can train it on: refused when its rank
+    differs from the spec's, or when the spec fine-tunes every weight (method: full)."""
     import json
 
     from .backend import Refusal
 
     if init is None:
         return None
+    if spec["method"] == "full":
+        refusals.append(Refusal("/method", f"cannot continue from the LoRA adapter {init}: "
+                                           "method full trains whole weights; use lora or qlora"))
+        return None
+    rank = spec["lora"]["r"]
     config = json.loads((init / "adapter_config.json").read_text())
     if int(config["r"]) != rank:
         refusals.append(Refusal("/lora/r", f"cannot continue from {init}: its rank is "

@@ -124,14 +124,16 @@ def backend_env(backend_name):
 
 
 def tiny_spec(tmp_path: Path, model: str, data: Path, name: str = "contract",
-              training: dict | None = None, **sections):
-    """A small real-training spec (rank-4 LoRA, a few steps) for tests of any backend."""
+              training: dict | None = None, method: str = "lora", **sections):
+    """A small real-training spec (rank-4 LoRA, or `method: full`, a few steps) for tests of
+    any backend."""
     import yaml
 
     doc = {"name": name,
            "model": {"name_or_path": str(model), "max_seq_length": 128},
            "data": {"train": str(data), "validation_split": 0.25},
-           "lora": {"r": 4, "alpha": 8},
+           "method": method,
+           **({} if method == "full" else {"lora": {"r": 4, "alpha": 8}}),
            "training": {"max_steps": 8, "batch_size": 4, "learning_rate": 0.01,
                         "logging_steps": 1, "lr_scheduler": "constant", **(training or {})}}
     doc.update(sections)
@@ -227,8 +229,8 @@ def test_contract_full_fine_tuning_writes_a_loadable_model(backend_name, backend
     import torch
     from transformers import AutoModelForCausalLM
 
-    spec = tiny_spec(tmp_path, tiny_model, toy_data, training={"learning_rate": 0.001})
-    spec.data["method"] = "full"
+    spec = tiny_spec(tmp_path, tiny_model, toy_data, training={"learning_rate": 0.001},
+                     method="full")
     result = _run(backend_name, spec, tmp_path)
     m = result.manifest
     assert m["status"] == "succeeded", m["failure"]

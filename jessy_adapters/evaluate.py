@@ -1,4 +1,5 @@
-"""`jessy eval RUN_DIR`: base vs tuned on the same prompts, from any backend's PEFT adapter.
+"""`jessy eval RUN_DIR`: base vs tuned on the same prompts, from any backend's PEFT adapter
+(or, for method: full, the run's whole model/).
 
 Measures: perplexity on the run's validation split (response tokens only, as trained),
 BLEU (sacrebleu) of generated vs reference validation answers, and contains-match accuracy
@@ -28,7 +29,7 @@ def _matches(answer: str, expected: list[str]) -> bool:
 
 
 class Evaluator:
-    def __init__(self, model_path: str, adapter: Path, system_prompt: str | None,
+    def __init__(self, model_path: str, tuned: Path, system_prompt: str | None,
                  max_new_tokens: int = 48, batch_size: int = 16):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -41,23 +42,23 @@ class Evaluator:
             self.tok.pad_token = self.tok.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         self.model.eval()
-        self.adapter = adapter
+        self.tuned_path = tuned
         self.system = system_prompt
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.tuned = False
 
-    def use_adapter(self) -> None:
+    def use_tuned(self) -> None:
         """The tuned side: the PEFT adapter on the base, or (method: full) the saved model."""
-        if (self.adapter / "config.json").is_file():
+        if (self.tuned_path / "config.json").is_file():
             from transformers import AutoModelForCausalLM
 
-            self.model = AutoModelForCausalLM.from_pretrained(str(self.adapter),
+            self.model = AutoModelForCausalLM.from_pretrained(str(self.tuned_path),
                                                               dtype=self.torch.float32)
         else:
             from peft import PeftModel
 
-            self.model = PeftModel.from_pretrained(self.model, str(self.adapter))
+            self.model = PeftModel.from_pretrained(self.model, str(self.tuned_path))
         self.model.eval()
         self.tuned = True
 
@@ -140,7 +141,7 @@ def evaluate_run(run_dir: Path, held_out: Path | None = None, general: Path | No
     answers: dict = {}
     for label in ("base", "tuned"):
         if label == "tuned":
-            ev_.use_adapter()
+            ev_.use_tuned()
         held_answers = ev_.generate([q["prompt"] for q in held])
         gen_answers = ev_.generate([q["prompt"] for q in gen])
         val_answers = ev_.generate(valid_prompts)

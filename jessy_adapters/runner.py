@@ -127,16 +127,21 @@ class Runner:
                 self.console(f"{name}: {failure.kind}: {failure.reason}")
                 self.console(f"falling back to {chain[offset + 1]}")
                 if spec["training"]["continue_on_fallback"]:
-                    inputs = self._continue_from(run, name, inputs)
+                    inputs = self._continue_from(spec, run, name, inputs)
         status = "interrupted" if run.manifest["failure"]["kind"] == failures.INTERRUPTED \
             else "failed"
         run.finish(status)
         return run
 
-    def _continue_from(self, run: RunDir, name: str, inputs: RunInputs) -> RunInputs:
+    def _continue_from(self, spec: Spec, run: RunDir, name: str,
+                       inputs: RunInputs) -> RunInputs:
         """Seed the next backend with the failed attempt's last checkpoint, as PEFT."""
         record = run.manifest["attempts"][-1]
         if not record.get("dir"):
+            return inputs
+        if spec["method"] == "full":
+            self.console("method full: checkpoints are whole models, which jessy does not "
+                         "carry between backends; the next backend starts from the base model")
             return inputs
         attempt_dir = run.path / record["dir"]
         try:
@@ -171,8 +176,8 @@ class Runner:
         run.manifest["attempts"].append(record)
         run.save()
         start = time.monotonic()
+        # seconds per step of the attempt: what jessy adds vs the backend process itself
         phases = record["phases"] = {}
-        """Seconds per step of the attempt: what jessy adds vs the backend process itself."""
         mark = [start]
 
         def lap(phase: str) -> None:

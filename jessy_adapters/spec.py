@@ -196,18 +196,19 @@ def _read_exponents_as_numbers(data: dict, validator) -> None:
         expected = error.validator_value
         return "number" in (expected if isinstance(expected, list) else [expected])
 
-    def walk(errors) -> None:
+    def found(errors):
         for error in errors:
             if (error.validator == "type" and wants_number(error)
                     and isinstance(error.instance, str) and _EXPONENT.match(error.instance)):
-                *parents, key = error.path
-                target = data
-                for part in parents:
-                    target = target[part]
-                target[key] = float(error.instance)
-            walk(error.context or ())
+                yield list(error.absolute_path), float(error.instance)
+            yield from found(error.context or ())  # inside anyOf/oneOf
 
-    walk(validator.iter_errors(data))
+    for path, number in list(found(validator.iter_errors(data))):  # all found, then changed
+        *parents, key = path
+        target = data
+        for part in parents:
+            target = target[part]
+        target[key] = number
 
 
 def _cross_field_issues(data: dict, lines: dict[str, int]) -> list[SpecIssue]:

@@ -80,3 +80,23 @@ def test_mlx_checkpoint_becomes_a_peft_adapter(tmp_path, tiny_model, toy_data):
     from jessy_adapters.contract import peft_output_change
 
     assert peft_output_change(tiny_model, seed) > 1e-3
+
+
+def test_an_adapter_is_continued_only_by_a_spec_that_can_train_it(tmp_path, toy_data):
+    """Another backend's LoRA checkpoint: same rank -> continued; another rank or a full
+    fine-tune -> refused by spec path, before anything runs."""
+    from jessy_adapters.checkpoints import check_init_adapter
+
+    adapter = tmp_path / "checkpoint-4"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    notes, refusals = [], []
+    assert check_init_adapter(adapter, tiny_spec(tmp_path, tmp_path, toy_data), refusals,
+                              notes) == adapter
+    assert refusals == [] and "continuing from another backend" in notes[0]
+    spec = tiny_spec(tmp_path, tmp_path, toy_data, "r8", lora={"r": 8, "alpha": 16})
+    assert check_init_adapter(adapter, spec, refusals, notes) is None
+    full = tiny_spec(tmp_path, tmp_path, toy_data, "full", method="full")
+    assert check_init_adapter(adapter, full, refusals, notes) is None
+    assert [r.spec_path for r in refusals] == ["/lora/r", "/method"]
+    assert "method full trains whole weights" in refusals[1].reason

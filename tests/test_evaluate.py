@@ -7,38 +7,22 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_spec
 
+from jessy_adapters.contract import tiny_spec
 from jessy_adapters.evaluate import evaluate_run
 from jessy_adapters.export import export_run
 from jessy_adapters.plugins import load_registry
 from jessy_adapters.runner import Runner
-from jessy_adapters.spec import load_spec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def train(tmp_path, model, data, method: str, steps: int, lr: float, backend: str = "mlx"):
-    lora = "lora:\n  r: 4\n  alpha: 8\n" if method != "full" else ""
-    spec = load_spec(write_spec(tmp_path / "spec.yaml", f"""\
-name: eval-{method}
-model:
-  name_or_path: {model}
-  max_seq_length: 128
-data:
-  train: {data}
-  validation_split: 0.25
-method: {method}
-{lora}training:
-  max_steps: {steps}
-  batch_size: 4
-  learning_rate: {lr}
-  lr_scheduler: constant
-  logging_steps: 2
-  eval_steps: 1000
-"""))
+def train(tmp_path, model, data, method: str, steps: int, lr: float):
+    spec = tiny_spec(tmp_path, model, data, f"eval-{method}", method=method,
+                     training={"max_steps": steps, "learning_rate": lr, "logging_steps": 2,
+                               "eval_steps": 1000})
     run = Runner(load_registry(), console=lambda m: print(m, file=sys.stderr)).run(
-        spec, [backend], tmp_path / "runs")
+        spec, ["mlx"], tmp_path / "runs")
     assert run.manifest["status"] == "succeeded", run.manifest["failure"]
     return run
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from jessy_adapters.adapters import copy_hf_model, copy_peft_adapter
+from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     RunInputs,
@@ -17,6 +17,7 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.devices import nvidia_gpu, torch_threads_env
+from jessy_adapters.full_model import copy_hf_model
 from jessy_adapters.hf_trainer import HFTrainerBackend
 from jessy_adapters.scaleout import world_size
 

@@ -180,11 +180,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         cfg["attn_implementation"] = "eager"  # SDPA ignores Gemma-2's logit soft-capping
         notes.append("Gemma on CPU: eager attention (SDPA ignores logit soft-capping)")
 
-    if method == "full":  # Axolotl fine-tunes every weight when no `adapter` is set
-        if inputs.init_adapter is not None:
-            refusals.append(Refusal("/method", "full fine-tuning cannot continue from a LoRA "
-                                               "adapter; use lora or qlora"))
-    else:
+    if method != "full":  # Axolotl fine-tunes every weight when no `adapter` is set
         cfg["adapter"] = "qlora" if method == "qlora" else "lora"
         if method == "qlora":
             cfg["load_in_4bit"] = True
@@ -226,8 +222,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         "/training/save_steps": "save_strategy/save_steps"})
     carried.update({p: "launcher flags, fsdp_config / deepspeed JSON" for p in RESOURCE_FIELDS})
 
-    init = None if method == "full" else check_init_adapter(inputs.init_adapter, lora["r"],
-                                                             refusals, notes)
+    init = check_init_adapter(inputs.init_adapter, spec, refusals, notes)
     if init is not None:
         cfg["lora_model_dir"] = str(init)  # Axolotl loads this adapter and trains it on
     checkpoint = hf_resume(inputs.resume_from, refusals, notes)

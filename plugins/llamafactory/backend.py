@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from jessy_adapters.adapters import copy_hf_model, copy_peft_adapter
+from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     RunInputs,
@@ -18,6 +18,7 @@ from jessy_adapters.backend import (
 )
 from jessy_adapters.devices import nvidia_gpu
 from jessy_adapters.failures import last_error_line
+from jessy_adapters.full_model import copy_hf_model
 from jessy_adapters.hf_trainer import HFTrainerBackend
 
 from .translate import dataset_info_json, translate_config

@@ -131,9 +131,6 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         cfg["use_rslora"] = lora["use_rslora"]
         cfg["lora_target"] = ("all" if lora["target_modules"] == "all-linear"
                               else ",".join(lora["target_modules"]))
-    elif inputs.init_adapter is not None:
-        refusals.append(Refusal("/method", "full fine-tuning cannot continue from a LoRA "
-                                           "adapter; use lora or qlora"))
     if method != "full" and lora["layers"] != "all":
         refusals.append(Refusal("/lora/layers", "LLaMA-Factory's LoRA has no per-layer "
                                                 "selection (lora_target names modules only)"))
@@ -160,8 +157,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         "/training/precision": "bf16/fp16", "/training/logging_steps": "logging_steps",
         "/training/eval_steps": "eval_strategy/eval_steps",
         "/training/save_steps": "save_strategy/save_steps"})
-    init = None if method == "full" else check_init_adapter(inputs.init_adapter, lora["r"],
-                                                             refusals, notes)
+    init = check_init_adapter(inputs.init_adapter, spec, refusals, notes)
     if init is not None:
         cfg["adapter_name_or_path"] = str(init)  # LLaMA-Factory trains the loaded adapter on
     checkpoint = hf_resume(inputs.resume_from, refusals, notes)

@@ -11,12 +11,7 @@ from pathlib import Path
 import yaml
 
 from jessy_adapters import failures
-from jessy_adapters.adapters import (
-    mlx_full_to_hf,
-    mlx_to_peft,
-    read_safetensors,
-    save_peft_adapter,
-)
+from jessy_adapters.adapters import mlx_to_peft, read_safetensors, save_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     Availability,
@@ -27,6 +22,7 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.failures import Failure, last_error_line
+from jessy_adapters.full_model import mlx_full_to_hf
 
 from .blas import INSTALL_HINT, find_openblas, preload_environment
 from .translate import latest_checkpoint, translate_config

@@ -202,9 +202,6 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
         notes.append("full on MLX: mlx-lm trains every transformer block; the token "
                      "embeddings, the final norm and an untied LM head stay frozen (mlx-lm's "
                      "choice); the HF backends train those too")
-        if inputs.init_adapter is not None:
-            refusals.append(Refusal("/method", "full fine-tuning cannot continue from a LoRA "
-                                               "adapter; use lora or qlora"))
     else:
         cfg["fine_tune_type"] = "lora"
         if method == "qlora":
@@ -228,8 +225,7 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
         cfg["lora_parameters"]["keys"] = [module_key(x) for x in lora["target_modules"]]
     carried["/lora/target_modules"] = "lora_parameters.keys (self_attn.* / mlp.*)"
 
-    init = None if method == "full" else check_init_adapter(inputs.init_adapter, lora["r"],
-                                                             refusals, notes)
+    init = check_init_adapter(inputs.init_adapter, spec, refusals, notes)
     if init is not None:
         cfg["jessy_init_peft_adapter"] = str(init)
 

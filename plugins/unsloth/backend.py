@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from jessy_adapters.adapters import copy_hf_model, copy_peft_adapter
+from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     RunInputs,
@@ -15,6 +15,7 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.devices import nvidia_gpu
+from jessy_adapters.full_model import copy_hf_model
 from jessy_adapters.hf_trainer import HFTrainerBackend
 
 from .translate import translate_config

@@ -90,9 +90,6 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
     else:
         notes.append("full fine-tuning: the run's output is a whole model (model/), not an "
                      "adapter")
-        if inputs.init_adapter is not None:
-            refusals.append(Refusal("/method", "full fine-tuning cannot continue from a LoRA "
-                                               "adapter; use lora or qlora"))
 
     optim = {"adamw": "adamw_torch", "adamw_8bit": "adamw_8bit", "adam": "adamw_torch",
              "sgd": "sgd"}[t["optimizer"]]
@@ -162,8 +159,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
     }
     carried.update({"/data/train_on_responses_only": "unsloth train_on_responses_only",
                     "/model/chat_template": "tokenizer.chat_template"})
-    init = None if method == "full" else check_init_adapter(inputs.init_adapter, lora["r"],
-                                                             refusals, notes)
+    init = check_init_adapter(inputs.init_adapter, spec, refusals, notes)
     if init is not None:
         data["init_adapter"] = str(init)
     checkpoint = hf_resume(inputs.resume_from, refusals, notes)
