@@ -12,6 +12,7 @@ from .failures import Failure, classify_exit
 
 if TYPE_CHECKING:
     from .envs import BackendEnv
+    from .schedule import Schedule
     from .spec import Spec
 
 EVENT_PREFIX = "JESSY_EVENT "
@@ -49,6 +50,9 @@ class RunInputs:
     """An earlier attempt folder of the same backend whose checkpoints the run continues."""
     init_adapter: Path | None = None
     """A PEFT adapter folder (another backend's last checkpoint) to start training from."""
+    schedule: Schedule | None = None
+    """The core's training schedule (updates, LR of each, eval points): every backend trains
+    exactly this; `jessy_adapters.schedule.run_schedule(spec, inputs)` reads it."""
 
 
 @dataclass

@@ -241,7 +241,7 @@ def translate(backend, out, spec):
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False), required=False)
 @click.option("--backend", "-b", help="Backend to try first.")
-@click.option("--plan", help="A named chain: A-D from specs/plans.yaml, or the spec's own.")
+@click.option("--plan", help="A named chain: A-D (jessy's plans.yaml), or the spec's own.")
 @click.option("--fallback", help="Comma-separated backends to try after the first.")
 @click.option("--no-fallback", is_flag=True, help="Try only --backend.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
@@ -312,7 +312,8 @@ def _report(result, as_json: bool) -> None:
     if m["status"] == "succeeded":
         s = m["summary"]
         loss = f"{s['final_loss']:.4f}" if s["final_loss"] is not None else "n/a"
-        tps = f"{s['tokens_per_second']:.0f} tok/s" if s["tokens_per_second"] else "tok/s n/a"
+        rate = s.get("trained_tokens_per_second")
+        tps = f"{rate:.0f} trained tok/s" if rate else "tok/s n/a"
         click.echo(f"succeeded on {m['winner']}: {s['steps']} steps, final loss {loss}, "
                    f"{tps}, {s['seconds']:.1f} s", err=True)
         return
@@ -331,7 +332,7 @@ def _report(result, as_json: bool) -> None:
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--backend", "-b", help="Backend to try first.")
-@click.option("--plan", help="A named chain: A-D from specs/plans.yaml, or the spec's own.")
+@click.option("--plan", help="A named chain: A-D (jessy's plans.yaml), or the spec's own.")
 @click.option("--fallback", help="Comma-separated backends to try after the first.")
 @click.option("--no-fallback", is_flag=True)
 @click.option("--require-gpu", is_flag=True)
@@ -543,6 +544,10 @@ def _register_groups() -> None:
 
 
 _register_groups()
+
+from .cli_compare import compare  # noqa: E402  (after cli: cli_compare reads cli lazily)
+
+cli.add_command(compare)
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

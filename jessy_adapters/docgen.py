@@ -1,4 +1,4 @@
-"""Generate docs/spec-reference.md from specs/spec.schema.json (a test keeps it current)."""
+"""Generate docs/spec-reference.md from the spec schema (a test keeps it current)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def _bounds(s: dict) -> str:
 def render() -> str:
     schema = load_schema("spec")
     lines = ["# Spec reference", "",
-             "Generated from `specs/spec.schema.json` by `python -m jessy_adapters.docgen`; "
+             "Generated from `jessy_adapters/schemas/spec.schema.json` by "
+             "`python -m jessy_adapters.docgen`; "
              "do not edit by hand.", "", schema["description"], "",
              "| path | type | default | bounds | meaning |", "|---|---|---|---|---|"]
 

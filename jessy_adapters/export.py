@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from .jsonio import write_json_atomic
-from .paths import jessy_home
+from .paths import jessy_home, package_file
 
 LLAMA_CPP_PYTHON = "0.3.36"
 NODE_LLAMA_CPP = "3.22.1"
@@ -190,7 +190,7 @@ def answer_with_llama_cpp(gguf_file: Path, question: str, system: str | None) ->
     if runtime is None:
         return None
     script = runtime / "llama_chat.mjs"
-    shutil.copy2(Path(__file__).parent / "runtime" / "llama_chat.mjs", script)
+    shutil.copy2(package_file("runtime", "llama_chat.mjs"), script)
     proc = subprocess.run(["node", str(script), str(gguf_file), system or "", question],
                           capture_output=True, text=True, cwd=runtime, timeout=600)
     if proc.returncode != 0:

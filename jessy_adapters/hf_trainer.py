@@ -16,22 +16,32 @@ from .backend import Availability, Backend, Refusal
 from .checkpoints import hf_checkpoint_as_peft
 from .devices import nvidia_gpu, torch_threads_env
 from .failures import Failure, last_error_line
+from .schedule import Schedule
+from .templates import trained_turn_end
 
 
-def eval_and_save(t: dict, has_validation: bool) -> dict:
-    """eval_strategy/eval_steps and save_strategy/save_steps for the spec's training section."""
-    out: dict = {}
-    if has_validation:
-        out["eval_strategy"] = "steps" if t["eval_steps"] else "epoch"
-        if t["eval_steps"]:
-            out["eval_steps"] = t["eval_steps"]
+def schedule_arguments(schedule: Schedule) -> dict:
+    """The core's schedule as Trainer arguments: the update count itself (never epochs, which
+    each backend rounds its own way), warmup in updates, validation before the first update
+    and every `eval_every` updates (the last is added by jessy's callback), saving, and NaN
+    losses passed through (the Trainer's default filter hides them from jessy's guard)."""
+    out: dict = {"max_steps": schedule.optimizer_steps, "warmup_steps": schedule.warmup_steps,
+                 "logging_nan_inf_filter": False}
+    if schedule.eval_every is not None:
+        out.update(eval_strategy="steps", eval_steps=schedule.eval_every, eval_on_start=True)
     else:
         out["eval_strategy"] = "no"
-    if t["save_steps"]:
-        out.update(save_strategy="steps", save_steps=t["save_steps"])
+    if schedule.save_every:
+        out.update(save_strategy="steps", save_steps=schedule.save_every)
     else:
         out["save_strategy"] = "no"
     return out
+
+
+def observer_env(spec, inputs) -> dict[str, str]:
+    """What jessy's batch observer (runtime/hf_events.py) needs inside the backend."""
+    turn_end = trained_turn_end(spec, inputs)
+    return {"JESSY_TURN_END": turn_end} if turn_end else {}
 
 
 def optimizer(t: dict, names: dict[str, str], on_gpu: bool, refusals: list[Refusal],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from .paths import SPECS_DIR
+from .paths import package_file
 
 
 class PlanError(Exception):
@@ -12,7 +12,7 @@ class PlanError(Exception):
 
 
 def load_plans() -> dict:
-    return yaml.safe_load((SPECS_DIR / "plans.yaml").read_text())
+    return yaml.safe_load(package_file("schemas", "plans.yaml").read_text(encoding="utf-8"))
 
 
 def chain_for(backend: str | None = None, plan: str | None = None,

@@ -30,12 +30,15 @@ from .data import DataError, prepare
 from .envs import BackendEnv
 from .failures import Failure
 from .models import ModelError, resolve_model
+from .paths import package_file
 from .plots import preload_in_background
 from .plugins import Registry, RegistryError
+from .procmem import peak_rss_gb
 from .rundir import RunDir, _now, process_age
+from .schedule import run_schedule
 from .spec import Spec
 
-RUNTIME_PATH = Path(__file__).resolve().parent / "runtime"
+RUNTIME_PATH = package_file("runtime")
 GRACE_SECONDS = float(os.environ.get("JESSY_GRACE_SECONDS", "20"))
 _SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.I)
 NAN_PATIENCE = 1
@@ -99,6 +102,7 @@ class Runner:
         inputs = RunInputs(model_path=m["model_path"], data=data,
                            require_accelerator=require_accelerator,
                            resume_from=run.path / last["dir"])
+        inputs = replace(inputs, schedule=run_schedule(spec, inputs))
         m["status"] = "running"
         m["finished"] = None
         m["timings"] = {"startup_s": process_age()}  # the timings of this (resuming) process
@@ -164,8 +168,11 @@ class Runner:
                                 if data.validation else None, "format": data.format,
                                 "n_train": data.n_train, "n_validation": data.n_validation}
         run.manifest["model_path"] = model
+        inputs = RunInputs(model_path=model, data=data, require_accelerator=require_accelerator)
+        schedule = run_schedule(spec, inputs)
+        run.manifest["schedule"] = schedule.to_json()
         run.save()
-        return RunInputs(model_path=model, data=data, require_accelerator=require_accelerator)
+        return replace(inputs, schedule=schedule)
 
     # --- one backend ---------------------------------------------------------------------
     def _attempt(self, spec: Spec, inputs: RunInputs, run: RunDir, number: int,
@@ -306,7 +313,7 @@ class Runner:
         if in_main:
             for sig in previous:
                 signal.signal(sig, lambda s, f: self._stop(failures.INTERRUPTED))
-        events, first_loss = 0, None
+        events, first_loss, peak_rss = 0, None, 0.0
         try:
             while True:
                 # A short timeout keeps the main thread responsive to Ctrl-C / SIGTERM.
@@ -326,6 +333,11 @@ class Runner:
                     self._runtime(run, number, event)
                     continue
                 event.update(backend=backend.name, attempt=number, time=time.time())
+                rss = peak_rss_gb(proc.pid)
+                if rss is not None:
+                    peak_rss = max(peak_rss, rss)
+                if peak_rss:
+                    event["peak_rss_gb"] = peak_rss
                 bad = _non_finite(event)
                 run.append_metric(event)
                 events += 1
@@ -466,25 +478,35 @@ def progress_line(event: dict, total_steps: int | None) -> str:
         parts.append(f"eval_loss {event['eval_loss']:.4f}")
     if event.get("learning_rate") is not None:
         parts.append(f"lr {event['learning_rate']:.2e}")
-    if event.get("tokens_per_second") is not None:
-        parts.append(f"{event['tokens_per_second']:.0f} tok/s")
-    if event.get("peak_memory_gb") is not None:
-        parts.append(f"peak {event['peak_memory_gb']:.2f} GB")
+    if event.get("trained_tokens_per_second") is not None:
+        parts.append(f"{event['trained_tokens_per_second']:.0f} trained tok/s")
+    if event.get("peak_rss_gb") is not None:
+        parts.append(f"peak RSS {event['peak_rss_gb']:.2f} GB")
     return "  ".join(parts)
 
 
 def summarise(events: list[dict], backend: str, seconds: float) -> dict:
+    """The winning attempt's figures, in the one metric vocabulary (metrics-event schema)."""
     mine = [e for e in events if e.get("backend") == backend]
+    if mine:  # the last attempt of that backend (a resumed run counts on from its steps)
+        last = max(e.get("attempt", 0) for e in mine)
+        mine = [e for e in mine if e.get("attempt", 0) == last]
     train = [e for e in mine if e.get("loss") is not None]
     evals = [e for e in mine if e.get("eval_loss") is not None]
-    tps = [e["tokens_per_second"] for e in train if e.get("tokens_per_second")]
+    rates = [e["trained_tokens_per_second"] for e in train
+             if e.get("trained_tokens_per_second")]
+    peaks = [e["peak_rss_gb"] for e in mine if e.get("peak_rss_gb")]
     return {
         "backend": backend,
         "steps": max((e.get("step") or 0 for e in train), default=0),
         "first_loss": train[0]["loss"] if train else None,
         "final_loss": train[-1]["loss"] if train else None,
+        "first_eval_loss": evals[0]["eval_loss"] if evals else None,
         "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
-        "tokens_per_second": round(sum(tps) / len(tps), 1) if tps else None,
+        "input_tokens": sum(e.get("input_tokens") or 0 for e in train) or None,
+        "trained_tokens": sum(e.get("trained_tokens") or 0 for e in train) or None,
+        "trained_tokens_per_second": round(sum(rates) / len(rates), 1) if rates else None,
+        "peak_rss_gb": max(peaks) if peaks else None,
         "seconds": round(seconds, 1),
     }
 

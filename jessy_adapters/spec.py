@@ -1,8 +1,9 @@
 """The canonical spec: YAML -> defaults from the JSON Schema -> strict validation.
 
-The schema in specs/spec.schema.json is the single source of truth: defaults are read
-from it (not repeated in code) and every error names the file, the YAML line, the spec
-path, the offending value and what was expected.
+The schema in jessy_adapters/schemas/spec.schema.json is the single source of truth:
+defaults are read from it (not repeated in code) and every error names the file, the YAML
+line, the spec path, the offending value and what was expected. The file itself is read
+within the limits of yaml_limits (size, encoding, aliases, depth, duplicate keys).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -18,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from . import yaml_limits
 from .paths import schema_path
 
 
@@ -32,11 +35,24 @@ class SpecIssue:
         where = file or "<spec>"
         if self.line is not None:
             where += f":{self.line}"
-        shown = "" if self.value is _MISSING else f" (got {json.dumps(self.value, default=str)})"
+        shown = "" if self.value is _MISSING else f" (got {_show(self.value)})"
         return f"{where}: {self.path or '/'}: {self.message}{shown}"
 
 
 _MISSING = object()
+_SHOWN_CHARS = 200  # a 1 MiB string in a wrong place is not echoed back whole
+
+
+def _show(value: Any) -> str:
+    try:
+        shown = json.dumps(value, default=str)
+    except (TypeError, ValueError):  # keys JSON cannot spell, e.g. a date
+        shown = repr(value)
+    return _shorten(shown)
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
 
 
 class SpecError(Exception):
@@ -100,30 +116,6 @@ def apply_defaults(instance: Any, schema: dict) -> Any:
     return instance
 
 
-def _line_index(text: str) -> dict[str, int]:
-    """Map JSON pointers to 1-based YAML lines, so errors point into the user's file."""
-    lines: dict[str, int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-
-    def walk(node: yaml.Node, pointer: str) -> None:
-        lines.setdefault(pointer, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                child = f"{pointer}/{key_node.value}"
-                lines[child] = key_node.start_mark.line + 1
-                walk(value_node, child)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, f"{pointer}/{i}")
-
-    if root is not None:
-        walk(root, "")
-    return lines
-
-
 def _expected(error) -> str:
     """Turn a jsonschema error into 'what was expected', in the user's terms."""
     v, s = error.validator, error.schema
@@ -135,7 +127,17 @@ def _expected(error) -> str:
     if v == "enum":
         return f"expected one of {', '.join(map(str, s['enum']))}"
     if v == "type":
-        return f"expected {s['type'] if isinstance(s['type'], str) else ' or '.join(s['type'])}"
+        return _expected_type(error.instance, s["type"])
+    if v == "pattern":
+        return f"expected text matching {s['pattern']}"
+    if v == "maxLength":
+        return f"expected at most {s['maxLength']} characters"
+    if v == "minLength":
+        return f"expected at least {s['minLength']} character(s)"
+    if v == "minItems":
+        return f"expected at least {s['minItems']} item(s)"
+    if v == "uniqueItems":
+        return "expected each item once"
     if v == "exclusiveMinimum":
         return f"expected a value > {s['exclusiveMinimum']}"
     if v == "minimum":
@@ -156,31 +158,82 @@ def _expected(error) -> str:
                 )
             elif "type" in alt:
                 options.append(f"a {alt['type']}")
-        return f"expected {' or '.join(options)}"
-    return error.message
+        return f"expected {' or '.join(options)}{_branch_detail(error)}"
+    return _shorten(error.message)  # jsonschema's own words quote the value: keep them short
 
 
-def validate(data: Any, text: str = "", file: str | None = None) -> list[SpecIssue]:
-    from jsonschema import Draft202012Validator
+def _expected_type(value: Any, expected: str | list[str]) -> str:
+    types = [expected] if isinstance(expected, str) else expected
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"expected {' or '.join(types)}; NaN and infinity are refused"
+    if isinstance(value, float) and "number" not in types and "integer" in types:
+        hint = f" (write {int(value)}, not {value})" if value.is_integer() else ""
+        return f"expected an integer, not a decimal{hint}"
+    return f"expected {' or '.join(types)}"
 
+
+def _branch_detail(error) -> str:
+    """When the value's kind picks one alternative of a oneOf (a list, say), what inside it
+    broke that alternative: `; /lora/layers/0: expected an integer`."""
+    picked = [i for i, alt in enumerate(error.schema["oneOf"])
+              if "type" in alt and _checker().is_type(error.instance, alt["type"])]
+    if len(picked) != 1:
+        return ""
+    inner = [e for e in error.context if e.relative_schema_path[0] == picked[0]]
+    if not inner:
+        return ""
+    first = inner[0]
+    return f"; {''.join(f'/{p}' for p in first.absolute_path)}: {_expected(first)}"
+
+
+def _is_integer(_checker, value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(_checker, value: Any) -> bool:
+    return _is_integer(_checker, value) or (isinstance(value, float) and math.isfinite(value))
+
+
+@cache
+def _validator_class():
+    """Draft 2020-12 with stricter types: jsonschema counts 3.0 as an integer and NaN or
+    infinity as numbers, but a backend given `batch_size: 2.0` or `epochs: .inf` fails late
+    and obscurely, so both are refused here, for every field the schema types."""
+    from jsonschema import Draft202012Validator, validators
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_finite_number})
+    return validators.extend(Draft202012Validator, type_checker=checker)
+
+
+def _checker():
+    return _validator_class().TYPE_CHECKER
+
+
+def validate(data: Any, lines: dict[str, int] | None = None) -> list[SpecIssue]:
+    """Every problem in `data`; `lines` maps spec paths to YAML lines (see parse)."""
     if not isinstance(data, dict):
         return [SpecIssue("", "the spec must be a YAML mapping (key: value)", data, 1)]
-    lines = _line_index(text) if text else {}
-    validator = Draft202012Validator(load_schema("spec"))
+    lines = lines or {}
+    validator = _validator_class()(load_schema("spec"))
     _read_exponents_as_numbers(data, validator)
     issues = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
         pointer = "".join(f"/{p}" for p in error.path)
         value: Any = error.instance
         if error.validator == "additionalProperties":
-            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})),
+                           key=str)
             for key in extra:
                 p = f"{pointer}/{key}"
                 issues.append(SpecIssue(p, _expected(error), _MISSING, lines.get(p)))
             continue
+        message = _expected(error)
         if error.validator == "required":
             value = _MISSING
-        issues.append(SpecIssue(pointer, _expected(error), value, lines.get(pointer)))
+        elif "propertyNames" in error.schema_path:  # the instance is a key, not a value
+            message, value = f"key {_show(error.instance)}: {message}", _MISSING
+        issues.append(SpecIssue(pointer, message, value, lines.get(pointer)))
     issues.extend(_cross_field_issues(data, lines))
     return issues
 
@@ -228,35 +281,62 @@ def _cross_field_issues(data: dict, lines: dict[str, int]) -> list[SpecIssue]:
     return out
 
 
-def parse(text: str, file: str | None = None) -> Any:
+def parse(text: str, file: str | None = None) -> tuple[Any, dict[str, int]]:
+    """The YAML's data (yaml.safe_load's meaning) and the line of every spec path."""
     try:
-        return yaml.safe_load(text)
+        return yaml_limits.load(text)
+    except yaml_limits.YamlInputError as exc:
+        raise SpecError([SpecIssue(exc.path, exc.message, _MISSING, exc.line)], file) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
-        raise SpecError([SpecIssue("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                                   _MISSING, line)], file) from None
+        problem = getattr(exc, "problem", None) or str(exc)
+        context, since = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context:  # e.g. "while scanning a quoted scalar", where that began
+            problem += f" ({context}{f' at line {since.line + 1}' if since else ''})"
+        raise SpecError([SpecIssue("", f"not valid YAML: {problem}", _MISSING, line)],
+                        file) from None
+
+
+def _read_spec_text(path: Path) -> str:
+    """The spec file's text, or a SpecError: not a regular file, over 1 MiB, not UTF-8."""
+    try:
+        return yaml_limits.read_text(path)
+    except yaml_limits.YamlInputError as exc:
+        raise SpecError([SpecIssue("", exc.message, _MISSING, exc.line)], str(path)) from None
+    except OSError as exc:
+        raise SpecError([SpecIssue("", f"cannot read spec: {exc.strerror}", _MISSING)],
+                        str(path)) from None
 
 
 def load_spec(path: str | Path, overrides: dict | None = None) -> Spec:
     """Read, default and validate a spec file; raise SpecError listing every problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError([SpecIssue("", f"cannot read spec: {exc.strerror}", _MISSING)],
-                        str(path)) from None
-    raw = parse(text, str(path))
+    raw, lines = parse(_read_spec_text(path), str(path))
     if raw is None:
         raw = {}
     data = copy.deepcopy(raw)
     if overrides and isinstance(data, dict):
         _deep_merge(data, overrides)
-    issues = validate(data, text, str(path))
+    issues = validate(data, lines)
+    if isinstance(data, dict):
+        issues.extend(_file_name_issues(data, path))
     if issues:
         raise SpecError(issues, str(path))
     apply_defaults(data, load_schema("spec"))
     return Spec(data=data, source=path.resolve(), raw=raw if isinstance(raw, dict) else {})
+
+
+def _file_name_issues(data: dict, path: Path) -> list[SpecIssue]:
+    """Without `name:`, the run id uses the file's name, so it must obey name's rule."""
+    if "name" in data:
+        return []
+    rule = load_schema("spec")["properties"]["name"]
+    if _validator_class()(rule).is_valid(path.stem):
+        return []
+    return [SpecIssue("/name", f"no name: is set, and the file's name {path.stem!r} cannot "
+                      f"stand in for one; add a name: to the spec, of at most "
+                      f"{rule['maxLength']} characters matching {rule['pattern']}", _MISSING)]
 
 
 def spec_from_dict(data: dict, base_dir: Path | None = None) -> Spec:

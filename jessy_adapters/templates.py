@@ -91,3 +91,13 @@ TURN_FORMATS = {
                          "<|start_header_id|>assistant<|end_header_id|>\n\n",
                "end": "<|eot_id|>"},
 }
+
+
+def trained_turn_end(spec, inputs) -> str | None:
+    """The token that closes a trained response (ChatML's <|im_end|>, Gemma's <end_of_turn>,
+    Llama-3's <|eot_id|>), when the spec trains responses only: every backend trains the
+    response and this token, and nothing its template adds after it (e.g. a newline)."""
+    if inputs.data.format == "text" or not spec["data"]["train_on_responses_only"]:
+        return None
+    family = chat_family(inputs.model_path, spec["model"]["chat_template"])
+    return TURN_FORMATS[family]["end"] if family in TURN_FORMATS else None

@@ -18,8 +18,9 @@ from jessy_adapters.backend import (
 )
 from jessy_adapters.devices import nvidia_gpu, torch_threads_env
 from jessy_adapters.full_model import copy_hf_model
-from jessy_adapters.hf_trainer import HFTrainerBackend
+from jessy_adapters.hf_trainer import HFTrainerBackend, observer_env
 from jessy_adapters.scaleout import world_size
+from jessy_adapters.schedule import run_schedule
 
 from .translate import translate_config
 
@@ -64,7 +65,8 @@ class AxolotlBackend(HFTrainerBackend):
                  # the launchers (torchrun, accelerate) are found on PATH; the events plugin
                  # on PYTHONPATH
                  "PATH": f"{env.bin('axolotl').parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                 "PYTHONPATH": str(RUNTIME), **extra},
+                 "PYTHONPATH": str(RUNTIME), **observer_env(spec, inputs),
+                 "JESSY_WARMUP_STEPS": str(run_schedule(spec, inputs).warmup_steps), **extra},
             notes=notes, carried=carried, total_steps=total)
 
     def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:

@@ -12,7 +12,6 @@ jessy's schema is the strict layer; Axolotl's own validate_config checks the res
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from jessy_adapters import hf_trainer
@@ -25,6 +24,7 @@ from jessy_adapters.scaleout import (
     torchrun_args,
     world_size,
 )
+from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import TURN_FORMATS, chat_family, default_system_prompt
 
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
@@ -69,6 +69,9 @@ def flat_rows(path: Path, family: str, default_system: str | None) -> list[dict]
         system = system or default_system or ""
         if family == "gemma" and system:  # Gemma has no system role: it opens the user turn
             prompt, system = fmt["system"].format(system=system) + prompt, ""
+        # ends at the end-of-turn token: what the template writes after it is never trained
+        # and, the model being causal, cannot change a trained token's loss (the parity
+        # contract compares rows up to their last trained token for that reason)
         out.append({"system": system, "instruction": prompt, "output": response + fmt["end"]})
     return out
 
@@ -143,10 +146,8 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         "train_on_inputs": not d["train_on_responses_only"],
         "micro_batch_size": t["batch_size"],
         "gradient_accumulation_steps": t["gradient_accumulation_steps"],
-        "num_epochs": float(t["epochs"]),
         "learning_rate": t["learning_rate"],
         "lr_scheduler": SCHEDULERS[t["lr_scheduler"]],
-        "warmup_steps": t["warmup_steps"],
         "weight_decay": t["weight_decay"],
         "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
         "seed": t["seed"],
@@ -157,12 +158,11 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         "save_safetensors": True,
         "plugins": [JESSY_PLUGIN],
     }
-    if t["max_steps"]:
-        cfg["max_steps"] = t["max_steps"]
+    schedule = run_schedule(spec, inputs)
     if inputs.data.validation:
         cfg["test_datasets"] = [dataset(inputs.data.validation, "axolotl_valid")]
     cfg["val_set_size"] = 0.0  # jessy splits; Axolotl's own split stays off
-    cfg.update(hf_trainer.eval_and_save(t, inputs.data.validation is not None))
+    cfg.update(hf_trainer.schedule_arguments(schedule))
     cfg["optimizer"] = hf_trainer.optimizer(t, OPTIMIZERS, on_gpu, refusals, notes)
     precision = hf_trainer.precision(m, t, on_gpu, refusals, "Axolotl's fp16 needs a GPU "
                                      "and bf16 ran ~40x slower than fp32 here")
@@ -210,7 +210,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         "/lora/dropout": "lora_dropout",
         "/lora/target_modules": "lora_target_modules / lora_target_linear",
         "/lora/layers": "peft_layers_to_transform", "/lora/use_rslora": "peft_use_rslora",
-        "/training/epochs": "num_epochs", "/training/max_steps": "max_steps",
+        "/training/epochs": "max_steps (the core's schedule)", "/training/max_steps": "max_steps",
         "/training/batch_size": "micro_batch_size",
         "/training/gradient_accumulation_steps": "gradient_accumulation_steps",
         "/training/learning_rate": "learning_rate", "/training/lr_scheduler": "lr_scheduler",
@@ -228,9 +228,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
     checkpoint = hf_resume(inputs.resume_from, refusals, notes)
     if checkpoint:
         cfg["resume_from_checkpoint"] = checkpoint
-    per_step = t["batch_size"] * t["gradient_accumulation_steps"] * world_size(res)
-    total = t["max_steps"] or max(1, math.ceil(t["epochs"] * inputs.data.n_train / per_step))
-    return cfg, files, launcher, refusals, notes, carried, total
+    return cfg, files, launcher, refusals, notes, carried, schedule.optimizer_steps
 
 
 def _scale_out(cfg: dict, res: dict, model_path: str, on_gpu: bool, refusals: list[Refusal],

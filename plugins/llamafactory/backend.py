@@ -19,7 +19,7 @@ from jessy_adapters.backend import (
 from jessy_adapters.devices import nvidia_gpu
 from jessy_adapters.failures import last_error_line
 from jessy_adapters.full_model import copy_hf_model
-from jessy_adapters.hf_trainer import HFTrainerBackend
+from jessy_adapters.hf_trainer import HFTrainerBackend, observer_env
 
 from .translate import dataset_info_json, translate_config
 
@@ -58,7 +58,7 @@ class LlamaFactoryBackend(HFTrainerBackend):
             files={"llamafactory.yaml": yaml.safe_dump(cfg, sort_keys=False),
                    "data/dataset_info.json": dataset_info_json(inputs)},
             command=[str(env.python), str(ENTRY), str(attempt_dir / "llamafactory.yaml")],
-            env={**OFFLINE_ENV, "DISABLE_VERSION_CHECK": "1"},
+            env={**OFFLINE_ENV, "DISABLE_VERSION_CHECK": "1", **observer_env(spec, inputs)},
             notes=notes, carried=carried, total_steps=total)
 
     def after_env_create(self, env) -> list[str]:

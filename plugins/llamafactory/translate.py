@@ -9,13 +9,13 @@ Meaning, not names: LLaMA-Factory turns gradient checkpointing OFF with
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from jessy_adapters import hf_trainer
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 from jessy_adapters.scaleout import single_process_only
+from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import default_system_prompt
 
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
@@ -85,9 +85,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         "per_device_train_batch_size": t["batch_size"],
         "gradient_accumulation_steps": t["gradient_accumulation_steps"],
         "learning_rate": t["learning_rate"],
-        "num_train_epochs": float(t["epochs"]),
         "lr_scheduler_type": SCHEDULERS[t["lr_scheduler"]],
-        "warmup_steps": t["warmup_steps"],
         "weight_decay": t["weight_decay"],
         "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
         "seed": t["seed"],
@@ -96,8 +94,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         "train_on_prompt": not d["train_on_responses_only"],
         "disable_gradient_checkpointing": not t["gradient_checkpointing"],
     }
-    if t["max_steps"]:
-        cfg["max_steps"] = t["max_steps"]
+    schedule = run_schedule(spec, inputs)
     template = template_name(inputs.model_path, m["chat_template"])
     if template:
         cfg["template"] = template
@@ -110,7 +107,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
     if inputs.data.validation:
         cfg["eval_dataset"] = "jessy_valid"
         cfg["per_device_eval_batch_size"] = t["batch_size"]
-    cfg.update(hf_trainer.eval_and_save(t, inputs.data.validation is not None))
+    cfg.update(hf_trainer.schedule_arguments(schedule))
     cfg["optim"] = hf_trainer.optimizer(t, OPTIMIZERS, on_gpu, refusals, notes)
     precision = hf_trainer.precision(m, t, on_gpu, refusals, "LLaMA-Factory refuses bf16 there "
                                      "and fp16 needs a GPU (bf16 ran 170 s/step on this CPU)")
@@ -146,7 +143,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         "/lora/r": "lora_rank", "/lora/alpha": "lora_alpha (same meaning)",
         "/lora/dropout": "lora_dropout", "/lora/target_modules": "lora_target (all = all-linear)",
         "/lora/layers": "refused unless all", "/lora/use_rslora": "use_rslora",
-        "/training/epochs": "num_train_epochs", "/training/max_steps": "max_steps",
+        "/training/epochs": "max_steps (the core's schedule)", "/training/max_steps": "max_steps",
         "/training/batch_size": "per_device_train_batch_size",
         "/training/gradient_accumulation_steps": "gradient_accumulation_steps",
         "/training/learning_rate": "learning_rate", "/training/lr_scheduler": "lr_scheduler_type",
@@ -163,10 +160,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
     checkpoint = hf_resume(inputs.resume_from, refusals, notes)
     if checkpoint:
         cfg["resume_from_checkpoint"] = checkpoint
-    total = t["max_steps"] or max(1, math.ceil(
-        t["epochs"] * math.ceil(inputs.data.n_train / t["batch_size"])
-        / t["gradient_accumulation_steps"]))
-    return cfg, refusals, notes, carried, total
+    return cfg, refusals, notes, carried, schedule.optimizer_steps
 
 
 def dataset_info_json(inputs: RunInputs) -> str:

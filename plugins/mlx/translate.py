@@ -16,11 +16,13 @@ from pathlib import Path
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter
 from jessy_adapters.scaleout import single_process_only
-from jessy_adapters.templates import template_for
+from jessy_adapters.schedule import run_schedule
+from jessy_adapters.templates import template_for, trained_turn_end
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, as the HF Trainer's
 
 
 def module_key(short: str) -> str:
@@ -36,14 +38,6 @@ def model_layer_count(model_path: str) -> int | None:
     return data.get("num_hidden_layers")
 
 
-def optimizer_steps(training: dict, n_train: int) -> int:
-    if training["max_steps"]:
-        return training["max_steps"]
-    effective_batch = training["batch_size"] * training["gradient_accumulation_steps"]
-    per_epoch = math.ceil(n_train / effective_batch)
-    return max(1, math.ceil(training["epochs"] * per_epoch))
-
-
 def latest_checkpoint(adapter_dir: Path) -> tuple[int, Path | None]:
     """The newest `NNNNNNN_adapters.safetensors` mlx-lm saved, with its iteration."""
     best: tuple[int, Path | None] = (0, None)
@@ -52,23 +46,6 @@ def latest_checkpoint(adapter_dir: Path) -> tuple[int, Path | None]:
         if head.isdigit() and int(head) > best[0]:
             best = (int(head), path)
     return best
-
-
-def lr_schedule(training: dict, total_steps: int) -> dict | None:
-    """HF-style schedules (warmup from 0, then decay to 0 at the last step) in MLX terms."""
-    lr, warmup, name = training["learning_rate"], training["warmup_steps"], training["lr_scheduler"]
-    decay = max(1, total_steps - warmup)
-    if name == "cosine":
-        schedule = {"name": "cosine_decay", "arguments": [lr, decay, 0.0]}
-    elif name == "linear":
-        schedule = {"name": "linear_schedule", "arguments": [lr, 0.0, decay]}
-    elif warmup:
-        schedule = {"name": "linear_schedule", "arguments": [lr, lr, 1]}
-    else:
-        return None
-    if warmup:
-        schedule.update(warmup=warmup, warmup_init=0.0)
-    return schedule
 
 
 def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, list[Refusal],
@@ -80,7 +57,6 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
     carried: dict[str, str] = {}
     single_process_only(spec, "mlx", refusals, carried)
     accum = t["gradient_accumulation_steps"]
-    n_train = inputs.data.n_train
 
     cfg: dict = {
         "model": inputs.model_path,
@@ -103,7 +79,6 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
                     "/model/max_seq_length": "max_seq_length",
                     "/training/gradient_checkpointing": "grad_checkpoint",
                     "/data/train_on_responses_only": "mask_prompt",
-                    "/training/learning_rate": "learning_rate (or lr_schedule.arguments[0])",
                     "/model/trust_remote_code": "trust_remote_code"})
     if inputs.data.format == "text":
         cfg["text_feature"] = "text"
@@ -113,48 +88,37 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
     else:
         cfg["chat_feature"] = "messages"
 
-    if n_train < t["batch_size"]:
-        refusals.append(Refusal("/training/batch_size",
-                                f"mlx-lm needs at least batch_size={t['batch_size']} training "
-                                f"examples; the data has {n_train}"))
-
-    n_val = inputs.data.n_validation
-    if 0 < n_val < t["batch_size"]:
-        refusals.append(Refusal("/data/validation_split",
-                                f"the validation set has {n_val} examples but mlx-lm evaluates "
-                                f"in batches of batch_size={t['batch_size']}; use a larger "
-                                "validation split/file or a smaller batch"))
-
-    total = optimizer_steps(t, n_train)
+    schedule = run_schedule(spec, inputs)
+    total, done = schedule.optimizer_steps, 0
     cfg["iters"] = total * accum
     if inputs.resume_from is not None:
-        done, checkpoint = latest_checkpoint(inputs.resume_from / "adapters")
+        checkpoint_iteration, checkpoint = latest_checkpoint(inputs.resume_from / "adapters")
         if checkpoint is None:
             refusals.append(Refusal("/training/save_steps",
                                     f"no MLX checkpoint in {inputs.resume_from} to resume "
                                     "from; set training.save_steps so runs leave some"))
         else:
             cfg["resume_adapter_file"] = str(checkpoint)
-            cfg["iters"] = max(accum, cfg["iters"] - done)
-            notes.append(f"resuming from {checkpoint.name} (iteration {done}): mlx-lm restores "
-                         "the adapter weights only; optimizer state and the LR schedule "
-                         "restart")
-    carried["/training/epochs"] = "iters (= ceil(epochs*rows/(batch*accum)) * accum)"
+            done = min(total - 1, checkpoint_iteration // accum)
+            cfg["iters"] = (total - done) * accum
+            notes.append(f"resuming from {checkpoint.name} (update {done}): mlx-lm restores "
+                         "the adapter weights only; the optimizer state restarts, the LR "
+                         f"schedule continues at update {done + 1}")
+    carried["/training/epochs"] = "iters (= the core's optimizer steps * accumulation)"
     carried["/training/max_steps"] = "iters (= max_steps * grad_accumulation_steps)"
-    per_epoch_iters = math.ceil(n_train / t["batch_size"])
+    cfg["jessy_lr_table"] = schedule.learning_rates()[done:]
+    cfg["jessy_eval_updates"] = [u - done for u in schedule.eval_updates() if u >= done]
+    cfg["jessy_updates_per_epoch"] = schedule.updates_per_epoch
     cfg["steps_per_report"] = t["logging_steps"] * accum
-    cfg["steps_per_eval"] = (t["eval_steps"] * accum) if t["eval_steps"] else max(
-        1, per_epoch_iters)
+    cfg["steps_per_eval"] = cfg["iters"] + 1  # jessy measures validation loss (train_entry)
     cfg["save_every"] = (t["save_steps"] * accum) if t["save_steps"] else cfg["iters"]
     carried.update({"/training/logging_steps": "steps_per_report (x accumulation)",
-                    "/training/eval_steps": "steps_per_eval (x accumulation)",
+                    "/training/eval_steps": "jessy_eval_updates (the core's eval points)",
                     "/training/save_steps": "save_every (x accumulation)"})
 
-    schedule = lr_schedule(t, total)
-    if schedule:
-        cfg["lr_schedule"] = schedule
-    carried["/training/lr_scheduler"] = "lr_schedule (cosine_decay / linear_schedule)"
-    carried["/training/warmup_steps"] = "lr_schedule.warmup"
+    carried["/training/lr_scheduler"] = "jessy_lr_table (the core's LR of every update)"
+    carried["/training/warmup_steps"] = "jessy_lr_table"
+    carried["/training/learning_rate"] = "jessy_lr_table"
 
     opt = t["optimizer"]
     if opt == "adamw_8bit":
@@ -165,7 +129,12 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
         refusals.append(Refusal("/training/weight_decay",
                                 "optimizer adam has no weight decay; use adamw"))
     cfg["optimizer"] = opt
-    cfg["optimizer_config"] = {opt: {"weight_decay": t["weight_decay"]}} if opt != "adam" else {}
+    # PyTorch's Adam/AdamW (what the HF Trainer runs) always correct the moment estimates;
+    # MLX's default to bias_correction=False, which makes early updates 3-6x larger.
+    adam = {"betas": list(ADAM_BETAS), "eps": ADAM_EPS, "bias_correction": True}
+    cfg["optimizer_config"] = {"adamw": {**adam, "weight_decay": t["weight_decay"]},
+                               "adam": adam, "sgd": {}}[opt]
+    cfg["optimizer_config"] = {opt: cfg["optimizer_config"]}
     carried["/training/optimizer"] = "optimizer"
     carried["/training/weight_decay"] = "optimizer_config.<opt>.weight_decay"
     if t["max_grad_norm"] is not None:
@@ -186,6 +155,9 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
     template = template_for(m["chat_template"])
     if template:
         cfg["jessy_chat_template"] = template
+    turn_end = trained_turn_end(spec, inputs)
+    if turn_end:
+        cfg["jessy_turn_end"] = turn_end
     carried["/model/chat_template"] = "jessy_chat_template (tokenizer.chat_template)"
     if m["attn_implementation"] not in ("auto", "eager", "sdpa"):
         refusals.append(Refusal("/model/attn_implementation",

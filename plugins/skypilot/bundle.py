@@ -21,6 +21,10 @@ DEFAULT_ACCELERATOR = "A100"
 
 def source_files(repo_root: Path) -> dict[str, str]:
     """jessy's source as text files (no caches, no generated output)."""
+    if not (repo_root / "pyproject.toml").is_file():
+        raise ValueError("the SkyPilot bundle carries jessy's source to the cloud machine; this "
+                         "jessy is an installed wheel without it: run `jessy launch` from a "
+                         "source checkout")
     files = {}
     for part in SOURCE_PARTS:
         path = repo_root / part
@@ -75,7 +79,7 @@ def task(name: str, plan: str, backends: list[str], resources: dict, accelerator
         setup.append(f"~/jessy-venv/bin/hf download {model}  # HF_TOKEN comes from --secret")
     setup.append(f"for b in {envs_to_create}; do ~/jessy-venv/bin/jessy env create $b; done")
     run = ["set -euo pipefail",
-           # several nodes: torchrun's rendezvous on the first node (see specs/spec.schema.json)
+           # several nodes: torchrun's rendezvous on the first node (see the spec schema)
            'export JESSY_MASTER_ADDR="$(echo "$SKYPILOT_NODE_IPS" | head -n1)"',
            'export JESSY_NODE_RANK="$SKYPILOT_NODE_RANK"',
            f"~/jessy-venv/bin/jessy run --plan {plan} spec.yaml --output runs --events"]

@@ -16,7 +16,7 @@ from jessy_adapters.backend import (
 )
 from jessy_adapters.devices import nvidia_gpu
 from jessy_adapters.full_model import copy_hf_model
-from jessy_adapters.hf_trainer import HFTrainerBackend
+from jessy_adapters.hf_trainer import HFTrainerBackend, observer_env
 
 from .translate import translate_config
 
@@ -49,7 +49,7 @@ class UnslothBackend(HFTrainerBackend):
         if refusals:
             raise TranslationRefused(self.name, refusals)
         # never let Unsloth fetch or build llama.cpp at run time
-        run_env = {**OFFLINE_ENV, "UNSLOTH_AUTO_INSTALL": "0"}
+        run_env = {**OFFLINE_ENV, "UNSLOTH_AUTO_INSTALL": "0", **observer_env(spec, inputs)}
         if inputs.require_accelerator:
             run_env["UNSLOTH_DISABLE_CPU_FALLBACK"] = "1"
         return Translation(

@@ -38,11 +38,10 @@ def main(config_path: str) -> int:
     with open(config_path) as fh:
         cfg = json.load(fh)
 
+    import unsloth  # noqa: F401, I001  (before torch, transformers and trl, as Unsloth asks)
     import torch
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
-
-    import unsloth  # noqa: F401  (must be imported before transformers/trl)
     from unsloth import FastLanguageModel
     from unsloth.chat_templates import train_on_responses_only
 
@@ -74,12 +73,16 @@ def main(config_path: str) -> int:
         files["validation"] = data["validation"]
     raw = load_dataset("json", data_files=files)
 
-    def to_text(row):
+    def to_inputs(row):
+        """Chat rows as the tokenizer's template tokenises them (what MLX and jessy eval feed
+        the model): as token ids, so TRL neither re-tokenises nor appends an EOS after the
+        template's own end of turn. Text rows stay text (TRL appends EOS, as mlx-lm does)."""
         if data["format"] == "text":
             return {"text": row["text"]}
-        return {"text": tokenizer.apply_chat_template(row["messages"], tokenize=False)}
+        return {"input_ids": tokenizer.apply_chat_template(row["messages"], tokenize=True,
+                                                           return_dict=False)}
 
-    dataset = raw.map(to_text, remove_columns=raw["train"].column_names)
+    dataset = raw.map(to_inputs, remove_columns=raw["train"].column_names)
 
     sft = dict(cfg["sft"])
     if sft.get("eval_steps") is None:

@@ -8,12 +8,13 @@ The native config is JSON with one section per API call: `from_pretrained`
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
+from jessy_adapters import hf_trainer
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 from jessy_adapters.scaleout import single_process_only
+from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import template_for
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -98,27 +99,21 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
                                 "optimizer adam has no weight decay; use adamw"))
     if t["optimizer"] == "adamw_8bit" and not on_gpu:
         notes.append("adamw_8bit on CPU: Unsloth itself swaps it for adamw_torch_fused")
+    schedule = run_schedule(spec, inputs)
     sft = {
         "output_dir": output_dir,
         "per_device_train_batch_size": t["batch_size"],
         "per_device_eval_batch_size": t["batch_size"],
         "gradient_accumulation_steps": t["gradient_accumulation_steps"],
         "learning_rate": t["learning_rate"],
-        "num_train_epochs": t["epochs"],
-        "max_steps": t["max_steps"] or -1,
         "lr_scheduler_type": SCHEDULERS[t["lr_scheduler"]],
-        "warmup_steps": t["warmup_steps"],
         "weight_decay": t["weight_decay"],
         "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
         "optim": optim,
         "seed": t["seed"],
         "data_seed": t["seed"],
         "logging_steps": t["logging_steps"],
-        "save_strategy": "steps" if t["save_steps"] else "no",
-        "save_steps": t["save_steps"] or 500,
-        "eval_strategy": "steps" if (t["eval_steps"] and inputs.data.validation) else (
-            "epoch" if inputs.data.validation else "no"),
-        "eval_steps": t["eval_steps"],
+        **hf_trainer.schedule_arguments(schedule),
         "bf16": dtype == "bfloat16",
         "fp16": dtype == "float16",
         "max_length": m["max_seq_length"],
@@ -133,7 +128,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
     carried.update({"/training/batch_size": "sft.per_device_train_batch_size",
                     "/training/gradient_accumulation_steps": "sft.gradient_accumulation_steps",
                     "/training/learning_rate": "sft.learning_rate",
-                    "/training/epochs": "sft.num_train_epochs",
+                    "/training/epochs": "sft.max_steps (the core's schedule)",
                     "/training/max_steps": "sft.max_steps",
                     "/training/lr_scheduler": "sft.lr_scheduler_type",
                     "/training/warmup_steps": "sft.warmup_steps",
@@ -147,9 +142,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
                     "/training/eval_steps": "sft.eval_strategy/eval_steps",
                     "/training/save_steps": "sft.save_strategy/save_steps"})
 
-    total = t["max_steps"] or max(1, math.ceil(
-        t["epochs"] * math.ceil(inputs.data.n_train / t["batch_size"])
-        / t["gradient_accumulation_steps"]))
+    total = schedule.optimizer_steps
     data = {
         "train": str(inputs.data.train),
         "validation": str(inputs.data.validation) if inputs.data.validation else None,

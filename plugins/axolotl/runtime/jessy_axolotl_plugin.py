@@ -21,6 +21,12 @@ class JessyPlugin(BasePlugin):
         import axolotl
         import torch
 
+        # Axolotl turns `warmup_steps: 1` into 2 (core/builders/base.py); the core's schedule
+        # says 1, and the Trainer builds its scheduler from these arguments only in train()
+        warmup = os.environ.get("JESSY_WARMUP_STEPS")
+        if warmup is not None:
+            trainer.args.warmup_steps = int(warmup)
+
         if int(os.environ.get("RANK", "0")) == 0:
             emit({"type": "runtime", "axolotl": axolotl.__version__, "torch": torch.__version__,
                   "device": "cuda" if torch.cuda.is_available() else "cpu",
