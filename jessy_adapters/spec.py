@@ -55,10 +55,17 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
 
 
+_LISTED = 50  # problems listed; a spec with thousands of wrong keys is not echoed back whole
+
+
 class SpecError(Exception):
-    """Raised with every problem found, not just the first."""
+    """Raised with every problem found, not just the first (up to _LISTED, then a count)."""
 
     def __init__(self, issues: list[SpecIssue], file: str | None = None):
+        if len(issues) > _LISTED:
+            more = len(issues) - _LISTED
+            issues = [*issues[:_LISTED],
+                      SpecIssue("", f"and {more:,} more problem(s), not listed", _MISSING)]
         self.issues = issues
         self.file = file
         super().__init__("\n".join(i.render(file) for i in issues))

@@ -96,3 +96,16 @@ def clean_home(tmp_path, monkeypatch):
     monkeypatch.setenv("JESSY_HOME", str(home))
     yield home
     shutil.rmtree(home, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers derived from what a test needs, so `-m "not backend and not slow"` is the
+    pure core: a backend environment (any `*_env` fixture, or a module/test marked
+    `backend`) -> `backend`; the built SmolLM2 (the `smollm2` fixture, which the tiny
+    models' tokenizer also comes from) -> `slow`."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if any(n.endswith("_env") for n in names):
+            item.add_marker(pytest.mark.backend("derived"))
+        if "smollm2" in names:
+            item.add_marker(pytest.mark.slow)

@@ -240,3 +240,9 @@ def test_names_in_use_still_work(tmp_path, stem):
 def test_errors_do_not_echo_a_huge_value(tmp_path):
     [issue] = issues_of(tmp_path, yaml.safe_dump({**MINIMAL, "name": "x" * 100_000}))
     assert len(issue.render("s.yaml")) < 400
+
+
+def test_thousands_of_problems_are_counted_not_listed(tmp_path):
+    keys = "".join(f"key{i}: {i}\n" for i in range(3_000))
+    issues = issues_of(tmp_path, yaml.safe_dump(MINIMAL) + keys)
+    assert len(issues) == 51 and issues[-1].message == "and 2,950 more problem(s), not listed"

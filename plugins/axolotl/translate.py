@@ -162,7 +162,10 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
     if inputs.data.validation:
         cfg["test_datasets"] = [dataset(inputs.data.validation, "axolotl_valid")]
     cfg["val_set_size"] = 0.0  # jessy splits; Axolotl's own split stays off
-    cfg.update(hf_trainer.schedule_arguments(schedule))
+    # Axolotl sets eval_on_start itself when eval_steps is given, and knows no
+    # logging_nan_inf_filter key: jessy's Axolotl plugin turns that filter off
+    cfg.update({k: v for k, v in hf_trainer.schedule_arguments(schedule).items()
+                if k not in ("eval_on_start", "logging_nan_inf_filter")})
     cfg["optimizer"] = hf_trainer.optimizer(t, OPTIMIZERS, on_gpu, refusals, notes)
     precision = hf_trainer.precision(m, t, on_gpu, refusals, "Axolotl's fp16 needs a GPU "
                                      "and bf16 ran ~40x slower than fp32 here")

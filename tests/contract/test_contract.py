@@ -8,6 +8,7 @@ from jessy_adapters.contract import *  # noqa: F401,F403
 from jessy_adapters.plugins import load_registry
 
 BACKENDS = load_registry().names()
+pytestmark = pytest.mark.backend("contract")  # real trainings: not in the fast loop
 
 
 @pytest.fixture(params=BACKENDS, scope="session")

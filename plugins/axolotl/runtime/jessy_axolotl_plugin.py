@@ -26,6 +26,8 @@ class JessyPlugin(BasePlugin):
         warmup = os.environ.get("JESSY_WARMUP_STEPS")
         if warmup is not None:
             trainer.args.warmup_steps = int(warmup)
+        # Axolotl's config has no key for it: NaN/inf losses must reach jessy's guard
+        trainer.args.logging_nan_inf_filter = False
 
         if int(os.environ.get("RANK", "0")) == 0:
             emit({"type": "runtime", "axolotl": axolotl.__version__, "torch": torch.__version__,
