@@ -43,7 +43,19 @@ def _registry():
     return load_registry()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class JessyGroup(click.Group):
+    """Ctrl-C anywhere outside a run ends with exit 130 and one line, not click's
+    "Aborted!" and exit 1 (a run finishes its run.json first: lifecycle.owning)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=JessyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="jessy")
 def cli():
     """One training spec, many fine-tuning backends.

@@ -29,6 +29,7 @@ from .backend import Backend, PreparedData, RunInputs, TranslationRefused
 from .data import DataError, prepare
 from .envs import BackendEnv
 from .failures import Failure
+from .lifecycle import RunBusy, mark_dead_attempts, owning, pause_point
 from .models import ModelError, resolve_model
 from .paths import package_file
 from .plots import preload_in_background
@@ -72,23 +73,28 @@ class Runner:
         run = RunDir.create(output_dir, spec, chain)
         run.timings["startup_s"] = process_age()
         self.console(f"run directory: {run.path}")
-        try:
-            with run.timed("prepare_s"):
-                inputs = self._inputs(spec, run, require_accelerator)
-        except (DataError, ModelError) as exc:
-            kind = failures.DATA_ERROR if isinstance(exc, DataError) else failures.CONFIG_REJECTED
-            run.manifest["failure"] = {"kind": kind, "reason": str(exc)}
-            run.finish("failed")
-            self.console(f"error: {exc}")
-            return run
-        return self._chain(spec, inputs, run, chain, first_number=1)
+        with owning(run, self.console):
+            pause_point(run, "created")
+            try:
+                with run.timed("prepare_s"):
+                    inputs = self._inputs(spec, run, require_accelerator)
+            except (DataError, ModelError) as exc:
+                kind = (failures.DATA_ERROR if isinstance(exc, DataError)
+                        else failures.CONFIG_REJECTED)
+                run.manifest["failure"] = {"kind": kind, "reason": str(exc)}
+                run.finish("failed")
+                self.console(f"error: {exc}")
+                return run
+            pause_point(run, "prepared")
+            self._chain(spec, inputs, run, chain, first_number=1)
+        return run
 
     def resume(self, run_dir: Path, require_accelerator: bool = False) -> RunDir:
         """Continue a failed or interrupted run on the backend that was running, from its
         last checkpoint, with the same prepared data (same order)."""
         from .spec import spec_from_dict
 
-        run = RunDir.open(Path(run_dir).resolve())
+        run = open_run(Path(run_dir).resolve())
         m = run.manifest
         if m["status"] == "succeeded":
             raise ResumeError(f"{run.path} already succeeded; nothing to resume")
@@ -96,21 +102,28 @@ class Runner:
         if not started:
             raise ResumeError(f"{run.path}: no attempt got far enough to resume")
         last = started[-1]
-        base = Path(m["spec_file"]).parent if m.get("spec_file") else run.path
-        spec = spec_from_dict(yaml_load(run.path / "spec.yaml"), base)
-        data = prepared_from_manifest(run)
-        inputs = RunInputs(model_path=m["model_path"], data=data,
-                           require_accelerator=require_accelerator,
-                           resume_from=run.path / last["dir"])
-        inputs = replace(inputs, schedule=run_schedule(spec, inputs))
-        m["status"] = "running"
-        m["finished"] = None
-        m["timings"] = {"startup_s": process_age()}  # the timings of this (resuming) process
-        m.setdefault("resumed", []).append({"at": _now(), "from_attempt": last["number"]})
-        run.save()
-        self.console(f"resuming {run.path} on {last['backend']} from {last['dir']}")
-        return self._chain(spec, inputs, run, [last["backend"]],
-                           first_number=len(m["attempts"]) + 1)
+        try:
+            with owning(run, self.console):
+                mark_dead_attempts(run)
+                base = Path(m["spec_file"]).parent if m.get("spec_file") else run.path
+                spec = spec_from_dict(yaml_load(run.path / "spec.yaml"), base)
+                data = prepared_from_manifest(run)
+                inputs = RunInputs(model_path=m["model_path"], data=data,
+                                   require_accelerator=require_accelerator,
+                                   resume_from=run.path / last["dir"])
+                inputs = replace(inputs, schedule=run_schedule(spec, inputs))
+                m["status"] = "running"
+                m["finished"] = None
+                m["timings"] = {"startup_s": process_age()}  # this (resuming) process's
+                m.setdefault("resumed", []).append({"at": _now(),
+                                                    "from_attempt": last["number"]})
+                run.save()
+                self.console(f"resuming {run.path} on {last['backend']} from {last['dir']}")
+                self._chain(spec, inputs, run, [last["backend"]],
+                            first_number=len(m["attempts"]) + 1)
+        except RunBusy as exc:
+            raise ResumeError(str(exc)) from None
+        return run
 
     def _chain(self, spec: Spec, inputs: RunInputs, run: RunDir, chain: list[str],
                first_number: int) -> RunDir:
@@ -242,6 +255,7 @@ class Runner:
             # so a 2-thread Axolotl run hit a 3 GiB limit (and hung) while using 2.1 GB; with
             # 2 arenas it trained under the same limit (benchmarks, docs/backends.md)
             env_vars.setdefault("MALLOC_ARENA_MAX", "2")
+        pause_point(run, "launch")
         outcome = self._supervise(backend, translation.command, env_vars, attempt_dir, run,
                                   number, translation.total_steps)
         lap("backend_s")
@@ -263,6 +277,7 @@ class Runner:
         else:
             run.manifest["adapter"] = {"path": "adapter", "backend": name, **info}
         lap("normalise_s")
+        pause_point(run, "normalised")
         run.manifest["summary"] = summarise(run.metrics(), name, time.monotonic() - start)
         _plot(run)
         lap("plot_s")
@@ -442,6 +457,28 @@ def shell_line(command: list[str], env: dict[str, str]) -> str:
 
 class ResumeError(Exception):
     pass
+
+
+def open_run(path: Path) -> RunDir:
+    """A run folder to resume, or a ResumeError saying why it is not one."""
+    if not (path / "run.json").is_file():
+        raise ResumeError(f"{path} is not a jessy run folder (no run.json)")
+    try:
+        run = RunDir.open(path)
+        m = run.manifest
+        if not isinstance(m, dict) or not isinstance(m.get("attempts"), list) or not all(
+                isinstance(a, dict) for a in m["attempts"]):
+            raise TypeError("attempts is not a list of objects")
+        if m.get("status") not in ("running", "failed", "interrupted", "succeeded"):
+            raise TypeError(f"unknown status {m.get('status')!r}")
+        if m["status"] != "succeeded" and any(a.get("dir") for a in m["attempts"]):
+            prepared_from_manifest(run)
+            if not (path / "spec.yaml").is_file():
+                raise TypeError("spec.yaml is missing")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+        raise ResumeError(f"{path}/run.json cannot be resumed: {type(exc).__name__}: "
+                          f"{exc}") from None
+    return run
 
 
 def yaml_load(path: Path) -> dict:
