@@ -13,7 +13,40 @@ import click
 
 EXIT_BAD_INPUT = 2
 
-_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+# Existence and kind (FIFO, directory, /dev/zero) are judged by `rows`, as at run time, so
+# every command says the same thing about the same path.
+_FILE = click.Path(path_type=Path)
+
+
+class _ValRatio(click.ParamType):
+    """A validation share in [0, 1): click's FloatRange lets NaN through (every comparison
+    with NaN is false), and a NaN split would put no row, or every row, in validation."""
+
+    name = "ratio"
+
+    def convert(self, value, param, ctx):
+        from .datatools import val_ratio_problem
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"expected a number, got {value!r}", param, ctx)
+        problem = val_ratio_problem(number)
+        if problem:
+            self.fail(problem, param, ctx)
+        return number
+
+
+def _echo_problems(problems, omitted: int, indent: str = "", hint: str = "") -> None:
+    """At most MAX_REPORTED problems on stderr, then how many more: a binary file must not
+    bury the terminal (or a log) under one line per garbage line."""
+    from .datatools import MAX_REPORTED
+
+    for problem in problems[:MAX_REPORTED]:
+        click.echo(indent + problem.render(), err=True)
+    more = omitted + max(0, len(problems) - MAX_REPORTED)
+    if more:
+        click.echo(f"{indent}... and {more:,} more problems{hint}", err=True)
 
 
 def _row_options(f):
@@ -92,7 +125,7 @@ def validate_cmd(file, fmt, prompt_field, response_field, messages_field, text_f
       jessy data validate train.jsonl --tokenizer ~/.cache/jessy/models/smollm2-135m-instruct \\
           --max-seq-length 512 --strict
     """
-    from .datatools import DataToolError, validate_file
+    from .datatools import MAX_KEPT_PROBLEMS, DataToolError, validate_file
 
     if (tokenizer is None) != (max_seq_length is None):
         raise click.UsageError("--tokenizer and --max-seq-length go together: the limit is "
@@ -108,8 +141,8 @@ def validate_cmd(file, fmt, prompt_field, response_field, messages_field, text_f
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
-        for problem in report.problems:
-            click.echo(problem.render(), err=True)
+        _echo_problems(report.problems, report.omitted,
+                       hint=f" (--json lists up to {MAX_KEPT_PROBLEMS:,})")
         click.echo(report.summary())
     if report.errors:
         sys.exit(EXIT_BAD_INPUT)
@@ -120,7 +153,8 @@ def validate_cmd(file, fmt, prompt_field, response_field, messages_field, text_f
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for train.jsonl, val.jsonl, the subsets and prepare.json.")
 @click.option("--val-ratio", default=0.1, show_default=True,
-              type=click.FloatRange(0, 1, max_open=True), help="Share of rows for validation.")
+              type=_ValRatio(), help="Share of rows for validation, from 0 up to (not "
+              "including) 1.")
 @click.option("--seed", default=42, show_default=True, type=int,
               help="Shuffle seed: the same seed gives the same bytes.")
 @click.option("--subset", type=click.IntRange(min=1), default=None,
@@ -152,12 +186,16 @@ def prepare_cmd(file, out_dir, val_ratio, seed, subset, dedup, fmt, prompt_field
                                           seed=seed, subset=subset, dedup=dedup,
                                           system_prompt=system_prompt)
     except PrepareRefused as exc:
-        click.echo(f"{len(exc.problems)} problem(s) in {file}; nothing written:", err=True)
-        for problem in exc.problems:
-            click.echo("  " + problem.render(), err=True)
+        total = len(exc.problems) + exc.more
+        click.echo(f"{total} problem(s) in {file}; nothing written:", err=True)
+        _echo_problems(exc.problems, exc.more, indent="  ")
         sys.exit(EXIT_BAD_INPUT)
     except DataToolError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except OSError as exc:  # the output folder: not writable, disk full
+        click.echo(f"error: cannot write to {out_dir}: {exc.strerror or exc}; nothing "
+                   "written", err=True)
         sys.exit(EXIT_BAD_INPUT)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -190,13 +228,13 @@ def stats_cmd(file, fmt, prompt_field, response_field, messages_field, text_fiel
       jessy data stats examples/jessy_persona.jsonl
       jessy data stats train.jsonl --tokenizer ~/.cache/jessy/models/smollm2-135m-instruct --json
     """
-    from .datatools import DataToolError, file_stats
+    from .datatools import DataFileError, DataToolError, file_stats
 
     fields = _fields(prompt_field, response_field, messages_field, text_field)
     counter = _counter(tokenizer, fmt, fields, system_prompt)
     try:
         stats = file_stats(file, fmt, fields, counter)
-    except DataToolError as exc:
+    except (DataToolError, DataFileError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     if as_json:

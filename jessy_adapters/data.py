@@ -2,28 +2,49 @@
 
 Rows become chat `messages` (prompt/response and messages formats) or `text`, written as
 JSONL once per run, so every backend trains on exactly the same examples in the same order.
+Files and rows are read and judged by `rows`, the rules `jessy data validate` applies too;
+train.jsonl and valid.jsonl are staged and renamed, so a failure never leaves half of one.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .backend import PreparedData
-from .spec import Spec
+from .rows import (
+    MAX_REPORTED,
+    ROLES,
+    DataFile,
+    DataFileError,
+    ScanCounts,
+    row_problems,
+    staged_output,
+    stat_data_file,
+    to_canonical,
+)
+
+if TYPE_CHECKING:
+    from .spec import Spec
+
+__all__ = ["MAX_REPORTED", "ROLES", "DataError", "DataIssue", "check_row", "load_rows",
+           "prepare", "rows_without_room", "source_issues", "split", "to_canonical",
+           "val_count"]
 
 
 @dataclass
 class DataIssue:
     file: str
-    line: int
+    line: int  # 0: the file as a whole
     message: str
 
     def render(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        return f"{self.file}:{self.line}: {self.message}" if self.line else \
+            f"{self.file}: {self.message}"
 
 
 class DataError(Exception):
@@ -35,87 +56,91 @@ class DataError(Exception):
         super().__init__(text)
 
 
-MAX_REPORTED = 50
-ROLES = {"system", "user", "assistant"}
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, str]]:
-    """Stream (line number, text) so a 100k-row file never sits in memory twice."""
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if line.strip():
-                yield number, line
-
-
-def check_row(obj, fmt: str, fields: dict) -> str | None:
-    """What is wrong with one parsed row, or None."""
-    if not isinstance(obj, dict):
-        return f"expected a JSON object, got {type(obj).__name__}"
-    if fmt == "prompt_response":
-        for role in ("prompt", "response"):
-            key = fields[role]
-            if key not in obj:
-                return f"missing field {key!r} (data.fields.{role})"
-            if not isinstance(obj[key], str):
-                return f"field {key!r} must be a string, got {type(obj[key]).__name__}"
-            if not obj[key].strip():
-                return f"field {key!r} is empty"
-    elif fmt == "messages":
-        msgs = obj.get(fields["messages"])
-        if not isinstance(msgs, list) or not msgs:
-            return f"field {fields['messages']!r} must be a non-empty list of messages"
-        for i, m in enumerate(msgs):
-            if not isinstance(m, dict) or m.get("role") not in ROLES:
-                return f"message {i}: role must be one of system, user, assistant"
-            if not isinstance(m.get("content"), str) or not m["content"].strip():
-                return f"message {i}: content must be a non-empty string"
-        if msgs[-1]["role"] != "assistant":
-            return "the last message must be the assistant's (it is what the model learns)"
-    else:
-        text = obj.get(fields["text"])
-        if not isinstance(text, str) or not text.strip():
-            return f"field {fields['text']!r} must be a non-empty string"
-    return None
-
-
-def to_canonical(obj: dict, fmt: str, fields: dict, system_prompt: str | None) -> dict:
-    if fmt == "text":
-        return {"text": obj[fields["text"]]}
-    if fmt == "prompt_response":
-        msgs = [{"role": "user", "content": obj[fields["prompt"]]},
-                {"role": "assistant", "content": obj[fields["response"]]}]
-    else:
-        msgs = [{"role": m["role"], "content": m["content"]} for m in obj[fields["messages"]]]
-    if system_prompt and msgs[0]["role"] != "system":
-        msgs.insert(0, {"role": "system", "content": system_prompt})
-    return {"messages": msgs}
+def check_row(obj: Any, fmt: str, fields: dict) -> str | None:
+    """The first thing wrong with one parsed row, or None (`rows.row_problems` lists all)."""
+    problems = row_problems(obj, fmt, fields)
+    return problems[0] if problems else None
 
 
 def load_rows(path: Path, fmt: str, fields: dict, system_prompt: str | None = None
               ) -> list[dict]:
     """Every problem in the file, with line numbers, or the canonical rows."""
-    if not path.is_file():
-        raise DataError([DataIssue(str(path), 0, "file not found")])
-    rows, issues, extra = [], [], 0
-    for number, line in iter_jsonl(path):
-        try:
-            obj = json.loads(line.rstrip("\r\n"))
-        except json.JSONDecodeError as exc:
-            problem = f"not valid JSON: {exc.msg} (column {exc.colno})"
-        else:
-            problem = check_row(obj, fmt, fields)
-        if problem:
-            if len(issues) < MAX_REPORTED:
-                issues.append(DataIssue(str(path), number, problem))
-            else:
-                extra += 1
-            continue
-        rows.append(to_canonical(obj, fmt, fields, system_prompt))
+    name = str(path)
+    rows: list[dict] = []
+    issues: list[DataIssue] = []
+    extra = 0
+    try:
+        with DataFile(path) as source:
+            for item in source.scan(fmt, fields, ScanCounts()):
+                for problem in item.problems:
+                    if len(issues) < MAX_REPORTED:
+                        issues.append(DataIssue(name, item.line, problem))
+                    else:
+                        extra += 1
+                if not item.problems:
+                    rows.append(to_canonical(item.obj, fmt, fields, system_prompt))
+    except DataFileError as exc:
+        raise DataError([DataIssue(exc.file, 0, exc.message)]) from None
     if issues:
         raise DataError(issues, extra)
     if not rows:
-        raise DataError([DataIssue(str(path), 0, "no examples in file")])
+        raise DataError([DataIssue(name, 0, "no examples in file (expected at least one JSON "
+                                           "object line)")])
     return rows
+
+
+def _sources(spec: Spec) -> list[tuple[str, str]]:
+    """(spec path, file as written) of every data file: the training files, then validation."""
+    d = spec["data"]
+    if isinstance(d["train"], list):
+        out = [(f"/data/train/{i}", f) for i, f in enumerate(d["train"])]
+    else:
+        out = [("/data/train", d["train"])]
+    if d["validation"]:
+        out.append(("/data/validation", d["validation"]))
+    return out
+
+
+def _fields(spec: Spec) -> dict:
+    return {"prompt": "prompt", "response": "response", "messages": "messages",
+            "text": "text", **spec["data"]["fields"]}
+
+
+def source_issues(spec: Spec) -> list[DataIssue]:
+    """What is wrong with the spec's data files before any is read: each must be a regular
+    file, listed once, and the validation file must not also be a training file.
+
+    Sameness is the file itself (device and inode), so `a.jsonl`, `./a.jsonl`, a symlink
+    and a hard link all count as one. A file listed twice is refused rather than
+    deduplicated: either it is a slip, which today would silently double its rows, or it is
+    meant to weight that file, which dropping the copy would silently undo; only the spec's
+    author knows which, so the spec has to say it.
+    """
+    issues: list[DataIssue] = []
+    seen: dict[tuple[int, int], tuple[str, str]] = {}
+    for pointer, given in _sources(spec):
+        path = spec.resolve_path(given)
+        try:
+            st = stat_data_file(path)
+        except DataFileError as exc:
+            issues.append(DataIssue(exc.file, 0, f"{exc.message} ({pointer}: {given!r})"))
+            continue
+        first = seen.setdefault((st.st_dev, st.st_ino), (pointer, given))
+        if first[0] == pointer:
+            continue
+        why = ("validation loss would be measured on rows it trained on"
+               if pointer == "/data/validation" else "its rows would silently count twice")
+        issues.append(DataIssue(str(path), 0, f"{pointer} ({given!r}) is the same file as "
+                                f"{first[0]} ({first[1]!r}): {why}; list each file once"))
+    return issues
+
+
+def val_count(n: int, ratio: float) -> int:
+    """Validation rows for n rows: the share rounded, and at least 1 when splitting at all."""
+    n_val = round(n * ratio) if ratio > 0 else 0
+    if ratio > 0 and n > 1:
+        n_val = max(1, n_val)
+    return n_val
 
 
 def split(rows: list[dict], ratio: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -123,24 +148,24 @@ def split(rows: list[dict], ratio: float, seed: int) -> tuple[list[dict], list[d
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     shuffled = [rows[i] for i in order]
-    n_val = int(round(len(rows) * ratio)) if ratio > 0 else 0
-    if ratio > 0 and len(rows) > 1:
-        n_val = max(1, n_val)
+    n_val = val_count(len(rows), ratio)
     return shuffled[: len(rows) - n_val], shuffled[len(rows) - n_val:]
 
 
-def write_jsonl(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+def _dump(rows: list[dict], out: BinaryIO) -> None:
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
 
 
 def prepare(spec: Spec, out_dir: Path) -> PreparedData:
+    """The spec's rows, checked, split and written to out_dir; DataError naming every
+    problem (file and line) before anything is written."""
+    issues = source_issues(spec)
+    if issues:
+        raise DataError(issues)
     d = spec["data"]
     seed = spec["training"]["seed"]
-    fields = {"prompt": "prompt", "response": "response", "messages": "messages",
-              "text": "text", **d["fields"]}
+    fields = _fields(spec)
     system = d["system_prompt"]
     files = d["train"] if isinstance(d["train"], list) else [d["train"]]
     train_rows = [row for f in files
@@ -153,10 +178,39 @@ def prepare(spec: Spec, out_dir: Path) -> PreparedData:
     if d["max_samples"]:
         train_rows = train_rows[: d["max_samples"]]
     fmt = "text" if d["format"] == "text" else "messages"
-    train_path = out_dir / "train.jsonl"
-    write_jsonl(train_rows, train_path)
-    val_path = None
-    if val_rows:
-        val_path = out_dir / "valid.jsonl"
-        write_jsonl(val_rows, val_path)
-    return PreparedData(train_path, val_path, fmt, len(train_rows), len(val_rows))
+    train_path, val_path = out_dir / "train.jsonl", out_dir / "valid.jsonl"
+    with ExitStack() as stack:  # both files appear, or neither (renamed at the end)
+        _dump(train_rows, stack.enter_context(staged_output(train_path)))
+        if val_rows:
+            _dump(val_rows, stack.enter_context(staged_output(val_path)))
+    if not val_rows:
+        val_path.unlink(missing_ok=True)  # an earlier preparation's, in a reused folder
+    return PreparedData(train_path, val_path if val_rows else None, fmt, len(train_rows),
+                        len(val_rows))
+
+
+def rows_without_room(spec: Spec, model_path: str, min_response_tokens: int = 1
+                      ) -> list[DataIssue]:
+    """Rows of the spec's data files whose prompt leaves no room for a response within
+    model.max_seq_length, by file and line, measured with the model's tokenizer and chat
+    template (`datatools.rows_without_room_for_response`); reads, writes nothing.
+
+    For a caller that has prepared the data (so the files are known to be readable): a row
+    cut at max_seq_length before its response starts trains nothing, and a batch of such
+    rows has no label at all. datatools.DataToolError when the tokenizer cannot be loaded.
+    """
+    from .datatools import TokenCounter, rows_without_room_for_response
+
+    d, limit = spec["data"], spec["model"]["max_seq_length"]
+    if d["format"] == "text":
+        return []
+    fields = _fields(spec)
+    counter = TokenCounter(model_path, d["format"], fields, d["system_prompt"])
+    issues = []
+    for _, given in _sources(spec):
+        path = spec.resolve_path(given)
+        issues.extend(DataIssue(str(path), row.line, row.message(limit, min_response_tokens))
+                      for row in rows_without_room_for_response(
+                          path, counter, limit, fmt=d["format"], fields=fields,
+                          min_response_tokens=min_response_tokens))
+    return issues

@@ -1,9 +1,9 @@
 """`jessy data`: check, measure and split a training file before any backend sees it.
 
 Everything streams the file line by line and keeps only small per-row digests (and, for
-`prepare`, byte offsets), so a 100k-row file is checked without being loaded. Rows are
-judged by the same rules as the run-time loader (`data.py`), so a file that passes
-`jessy data validate` also loads in `jessy run`.
+`prepare`, byte offsets), so a 100k-row file is checked without being loaded. Files and
+rows are read and judged by `rows`, as the run-time loader (`data.py`) reads them, so a file
+that passes `jessy data validate` also loads in `jessy run`.
 """
 
 from __future__ import annotations
@@ -14,27 +14,34 @@ import math
 import os
 import random
 import statistics
-import tempfile
 import unicodedata
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .data import ROLES, to_canonical
+from .data import val_count
 from .jsonio import write_json_atomic
+from .rows import MAX_REPORTED as MAX_REPORTED
+from .rows import DataFile, DataFileError, staged_output, to_canonical
+from .rows import ScanCounts as ScanCounts
+from .rows import ScannedLine as ScannedLine
+from .rows import row_problems as row_problems
 
 FORMATS = ("prompt_response", "messages", "text")
 DEFAULT_FIELDS = {"prompt": "prompt", "response": "response", "messages": "messages",
                   "text": "text"}
 ERROR, WARNING = "error", "warning"
 # Kinds that are warnings unless --strict; everything else is malformed and always an error.
-SOFT_KINDS = ("duplicate", "near_duplicate", "too_long")
+SOFT_KINDS = ("duplicate", "near_duplicate", "too_long", "no_room")
 OUTPUT_NAMES = ("train.jsonl", "val.jsonl", "train_subset.jsonl", "val_subset.jsonl")
 TOKEN_BATCH = 256
+MAX_KEPT_PROBLEMS = 10_000
+"""Problems a validation report holds (the earliest lines); the rest are only counted, so a
+file of a million bad lines costs counters, not a million messages."""
 
 
 class DataToolError(Exception):
@@ -51,7 +58,8 @@ class Problem:
     duplicate_of: int | None = None
 
     def render(self) -> str:
-        return f"{self.file}:{self.line}: {self.severity}: {self.message}"
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.severity}: {self.message}"
 
     def to_json(self) -> dict:
         out = {"line": self.line, "severity": self.severity, "kind": self.kind,
@@ -66,61 +74,7 @@ def make_fields(**overrides: str | None) -> dict:
     return {**DEFAULT_FIELDS, **{k: v for k, v in overrides.items() if v}}
 
 
-# --------------------------------------------------------------------------- row checks
-
-def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-             float: "number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _string_field(obj: dict, key: str) -> str | None:
-    if key not in obj:
-        return f"missing field {key!r} (expected a non-empty string)"
-    if not isinstance(obj[key], str):
-        return f"field {key!r} must be a string, got {_json_type(obj[key])}"
-    if not obj[key].strip():
-        return f"field {key!r} is empty (expected a non-empty string)"
-    return None
-
-
-def row_problems(obj: Any, fmt: str, fields: dict) -> list[str]:
-    """Every reason one parsed row is unusable (empty list: usable).
-
-    Same rules as `data.check_row`, but lists all of them so one pass fixes a row.
-    """
-    if not isinstance(obj, dict):
-        return [f"expected a JSON object per line, got {_json_type(obj)}"]
-    if fmt == "prompt_response":
-        found = [_string_field(obj, fields[role]) for role in ("prompt", "response")]
-        return [p for p in found if p]
-    if fmt == "text":
-        problem = _string_field(obj, fields["text"])
-        return [problem] if problem else []
-    key = fields["messages"]
-    msgs = obj.get(key)
-    if key not in obj:
-        return [f"missing field {key!r} (expected a non-empty list of messages)"]
-    if not isinstance(msgs, list) or not msgs:
-        return [f"field {key!r} must be a non-empty list of messages, got "
-                + ("an empty array" if isinstance(msgs, list) else _json_type(msgs))]
-    out = []
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict):
-            out.append(f"message {i}: expected an object with role and content, "
-                       f"got {_json_type(m)}")
-            continue
-        if m.get("role") not in ROLES:
-            out.append(f"message {i}: role must be one of system, user, assistant "
-                       f"(got {m.get('role')!r})")
-        if not isinstance(m.get("content"), str) or not m["content"].strip():
-            out.append(f"message {i}: content must be a non-empty string")
-    last = msgs[-1]
-    if isinstance(last, dict) and last.get("role") in ROLES and last["role"] != "assistant":
-        out.append("the last message must be the assistant's (it is what the model learns), "
-                   f"got {last['role']!r}")
-    return out
-
+# --------------------------------------------------------------------------- row digests
 
 def _turns(obj: dict, fmt: str, fields: dict) -> list[tuple[str, str]]:
     if fmt == "prompt_response":
@@ -200,62 +154,6 @@ def duplicate_message(kind: str, first: int) -> str:
     return f"duplicate of line {first} after ignoring case, whitespace and punctuation"
 
 
-# --------------------------------------------------------------------------- streaming
-
-@dataclass
-class ScannedLine:
-    line: int
-    offset: int
-    obj: Any = None
-    problems: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ScanCounts:
-    lines: int = 0
-    blank: int = 0
-    malformed: int = 0
-    bytes: int = 0
-
-
-def scan(path: Path, fmt: str, fields: dict, counts: ScanCounts,
-         hasher: Any = None) -> Iterator[ScannedLine]:
-    """Stream non-blank lines with their byte offsets, parsed and checked.
-
-    Blank lines are skipped, as the run-time loader skips them.
-    """
-    offset = 0
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, 1):
-            start, offset = offset, offset + len(raw)
-            counts.lines, counts.bytes = number, offset
-            if hasher is not None:
-                hasher.update(raw)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                counts.malformed += 1
-                yield ScannedLine(number, start, problems=[
-                    (f"not valid UTF-8 (byte {exc.start + 1} of the line); "
-                     "expected a UTF-8 encoded JSON object")])
-                continue
-            if not text.strip():
-                counts.blank += 1
-                continue
-            try:
-                obj = json.loads(text.rstrip("\r\n"))  # errors then point into the line
-            except json.JSONDecodeError as exc:
-                counts.malformed += 1
-                yield ScannedLine(number, start, problems=[
-                    (f"not valid JSON: {exc.msg} (column {exc.colno}); "
-                     "expected one JSON object per line")])
-                continue
-            problems = row_problems(obj, fmt, fields)
-            if problems:
-                counts.malformed += 1
-            yield ScannedLine(number, start, obj, problems)
-
-
 # --------------------------------------------------------------------------- tokens
 
 class TokenCounter:
@@ -295,6 +193,69 @@ class TokenCounter:
         return list(zip(totals, heads, strict=False))
 
 
+# --------------------------------------------------------------------------- room
+
+@dataclass(frozen=True)
+class NoRoom:
+    """A row whose templated prompt (generation prompt included) leaves fewer than the
+    wanted response tokens within max_seq_length: cut there, it trains on (next to) nothing
+    of its response, and a batch of such rows has no label at all (a NaN loss)."""
+
+    line: int
+    prompt_tokens: int
+    total_tokens: int
+
+    def message(self, max_seq_length: int, min_response_tokens: int = 1) -> str:
+        return (f"the prompt alone is {self.prompt_tokens} tokens after the chat template "
+                f"(the whole row {self.total_tokens}), leaving no room for the response within "
+                f"max_seq_length {max_seq_length} (expected at most "
+                f"{max_seq_length - min_response_tokens} prompt tokens)")
+
+
+def leaves_no_room(prompt_tokens: int, max_seq_length: int, min_response_tokens: int = 1
+                   ) -> bool:
+    """The rule: the prompt and at least `min_response_tokens` must fit in max_seq_length."""
+    return prompt_tokens + min_response_tokens > max_seq_length
+
+
+def rows_without_room_for_response(path: str | Path, tokenizer: str | TokenCounter,
+                                   max_seq_length: int, *, fmt: str = "prompt_response",
+                                   fields: dict | None = None,
+                                   system_prompt: str | None = None,
+                                   min_response_tokens: int = 1) -> list[NoRoom]:
+    """Every row of `path` (by line) whose prompt leaves no room for its response.
+
+    `tokenizer` is a model folder, or a TokenCounter already loaded for the same format,
+    fields and system prompt. Reads the file and writes nothing; malformed rows are skipped
+    (`validate_file` names them), and text rows have no prompt, so none is listed for them.
+    Raises DataFileError (the file) or DataToolError (the tokenizer or its template).
+    """
+    fields = fields or make_fields()
+    if fmt == "text":
+        return []
+    counter = tokenizer if isinstance(tokenizer, TokenCounter) else TokenCounter(
+        str(tokenizer), fmt, fields, system_prompt)
+    found: list[NoRoom] = []
+    pending: list[tuple[int, dict]] = []
+
+    def flush() -> None:
+        lengths = counter.count([obj for _, obj in pending], with_prompt=True)
+        for (line, _), (total, head) in zip(pending, lengths, strict=True):
+            if leaves_no_room(head, max_seq_length, min_response_tokens):
+                found.append(NoRoom(line, head, total))
+        pending.clear()
+
+    with DataFile(path) as source:
+        for item in source.scan(fmt, fields, ScanCounts()):
+            if not item.problems:
+                pending.append((item.line, item.obj))
+                if len(pending) >= TOKEN_BATCH:
+                    flush()
+    if pending:
+        flush()
+    return found
+
+
 # --------------------------------------------------------------------------- validate
 
 @dataclass
@@ -305,21 +266,38 @@ class ValidationReport:
     rows: int = 0
     problems: list[Problem] = field(default_factory=list)
     max_tokens: int | None = None
+    by_severity: Counter = field(default_factory=Counter)
+    by_kind: Counter = field(default_factory=Counter)
+
+    def add(self, problem: Problem) -> None:
+        """Count every problem; keep the MAX_KEPT_PROBLEMS earliest lines' messages."""
+        self.by_severity[problem.severity] += 1
+        self.by_kind[problem.kind] += 1
+        self.problems.append(problem)
+        if len(self.problems) >= 2 * MAX_KEPT_PROBLEMS:
+            self._trim()
+
+    def _trim(self) -> None:
+        self.problems.sort(key=lambda p: p.line)  # stable: a line's problems keep their order
+        del self.problems[MAX_KEPT_PROBLEMS:]
 
     @property
     def errors(self) -> int:
-        return sum(p.severity == ERROR for p in self.problems)
+        return self.by_severity[ERROR]
 
     @property
     def warnings(self) -> int:
-        return sum(p.severity == WARNING for p in self.problems)
+        return self.by_severity[WARNING]
+
+    @property
+    def omitted(self) -> int:
+        return self.errors + self.warnings - len(self.problems)
 
     def kind_counts(self) -> dict:
-        by_kind = Counter(p.kind for p in self.problems)
         return {"malformed_rows": self.counts.malformed,
-                "exact_duplicates": by_kind["duplicate"],
-                "normalised_duplicates": by_kind["near_duplicate"],
-                "too_long": by_kind["too_long"]}
+                "exact_duplicates": self.by_kind["duplicate"],
+                "normalised_duplicates": self.by_kind["near_duplicate"],
+                "too_long": self.by_kind["too_long"], "no_room": self.by_kind["no_room"]}
 
     def summary(self) -> str:
         k = self.kind_counts()
@@ -328,6 +306,8 @@ class ValidationReport:
                 f"{self.warnings} warnings ({k['malformed_rows']} malformed, "
                 f"{k['exact_duplicates']} exact duplicates, {k['normalised_duplicates']} "
                 f"normalised duplicates, {k['too_long']} too long")
+        if k["no_room"]:
+            text += f", {k['no_room']} without room for the response"
         if self.max_tokens is not None:
             text += f"; longest row {self.max_tokens} tokens"
         return text + ")"
@@ -338,53 +318,65 @@ class ValidationReport:
                 "rows": self.rows, "valid_rows": self.rows - self.counts.malformed,
                 "errors": self.errors, "warnings": self.warnings, **self.kind_counts(),
                 "max_tokens": self.max_tokens,
-                "problems": [p.to_json() for p in self.problems]}
+                "problems": [p.to_json() for p in self.problems],
+                "problems_omitted": self.omitted}
 
 
 def validate_file(path: Path, fmt: str, fields: dict, *, strict: bool = False,
                   counter: TokenCounter | None = None,
                   max_seq_length: int | None = None) -> ValidationReport:
-    """Every problem in the file with its line, in line order; nothing is loaded whole."""
+    """Every problem in the file with its line, in line order; nothing is loaded whole.
+
+    A file that cannot be read at all (missing, a FIFO, a directory) is one error, line 0.
+    """
     name = str(path)
     report = ValidationReport(name, strict, ScanCounts())
     soft = ERROR if strict else WARNING
     dups = DuplicateIndex()
     pending: list[tuple[int, dict]] = []
-    problems = report.problems
+    room = max_seq_length is not None and fmt != "text"
 
     def flush() -> None:
         if not pending:
             return
-        lengths = counter.count([obj for _, obj in pending])
-        for (line, _), (total, _) in zip(pending, lengths, strict=False):
+        lengths = counter.count([obj for _, obj in pending], with_prompt=room)
+        for (line, _), (total, head) in zip(pending, lengths, strict=True):
             report.max_tokens = max(report.max_tokens or 0, total)
-            if max_seq_length is not None and total > max_seq_length:
-                problems.append(Problem(
+            if room and leaves_no_room(head, max_seq_length):
+                report.add(Problem(name, line, soft, "no_room",
+                                   NoRoom(line, head, total).message(max_seq_length)))
+            elif max_seq_length is not None and total > max_seq_length:
+                report.add(Problem(
                     name, line, soft, "too_long",
                     f"{total} tokens after the chat template, over --max-seq-length "
                     f"{max_seq_length} (expected at most {max_seq_length})"))
         pending.clear()
 
-    for item in scan(path, fmt, fields, report.counts):
-        report.rows += 1
-        if item.problems:
-            problems.extend(Problem(name, item.line, ERROR, "malformed", p)
-                            for p in item.problems)
-            continue
-        dup = dups.check(item.line, row_keys(item.obj, fmt, fields))
-        if dup:
-            problems.append(Problem(name, item.line, soft, dup[0],
-                                    duplicate_message(*dup), duplicate_of=dup[1]))
-        if counter is not None:
-            pending.append((item.line, item.obj))
-            if len(pending) >= TOKEN_BATCH:
-                flush()
+    try:
+        with DataFile(path) as source:
+            for item in source.scan(fmt, fields, report.counts):
+                report.rows += 1
+                if item.problems:
+                    for p in item.problems:
+                        report.add(Problem(name, item.line, ERROR, "malformed", p))
+                    continue
+                dup = dups.check(item.line, row_keys(item.obj, fmt, fields))
+                if dup:
+                    report.add(Problem(name, item.line, soft, dup[0], duplicate_message(*dup),
+                                       duplicate_of=dup[1]))
+                if counter is not None:
+                    pending.append((item.line, item.obj))
+                    if len(pending) >= TOKEN_BATCH:
+                        flush()
+    except DataFileError as exc:
+        report.add(Problem(name, 0, ERROR, "unreadable", exc.message))
+        return report
     if counter is not None:
         flush()
     if report.rows == 0:
-        problems.append(Problem(name, 0, ERROR, "empty", "no examples in file "
-                                "(expected at least one JSON object line)"))
-    problems.sort(key=lambda p: p.line)  # stable: a line's problems keep their order
+        report.add(Problem(name, 0, ERROR, "empty", "no examples in file "
+                           "(expected at least one JSON object line)"))
+    report._trim()
     return report
 
 
@@ -401,7 +393,10 @@ def _summary(values: array) -> dict | None:
 
 def file_stats(path: Path, fmt: str, fields: dict,
                counter: TokenCounter | None = None) -> dict:
-    """Length distributions and duplicate counts; malformed rows are counted and skipped."""
+    """Length distributions and duplicate counts; malformed rows are counted and skipped.
+
+    DataFileError when the file cannot be read at all (missing, not a regular file).
+    """
     counts = ScanCounts()
     dups = DuplicateIndex()
     dup_counts: Counter = Counter()
@@ -413,6 +408,8 @@ def file_stats(path: Path, fmt: str, fields: dict,
     pending: list[dict] = []
 
     def flush() -> None:
+        if not pending:
+            return
         for total, head in counter.count(pending, with_prompt=fmt != "text"):
             tokens["total"].append(total)
             if head is not None:
@@ -421,23 +418,24 @@ def file_stats(path: Path, fmt: str, fields: dict,
         pending.clear()
 
     valid = 0
-    for item in scan(path, fmt, fields, counts):
-        if item.problems:
-            continue
-        valid += 1
-        turns = _turns(item.obj, fmt, fields)
-        if fmt == "text":
-            chars["text"].append(len(turns[0][1]))
-        else:
-            chars["prompt"].append(sum(len(text) for _, text in turns[:-1]))
-            chars["response"].append(len(turns[-1][1]))
-        dup = dups.check(item.line, row_keys(item.obj, fmt, fields))
-        if dup:
-            dup_counts[dup[0]] += 1
-        if counter is not None:
-            pending.append(item.obj)
-            if len(pending) >= TOKEN_BATCH:
-                flush()
+    with DataFile(path) as source:
+        for item in source.scan(fmt, fields, counts):
+            if item.problems:
+                continue
+            valid += 1
+            turns = _turns(item.obj, fmt, fields)
+            if fmt == "text":
+                chars["text"].append(len(turns[0][1]))
+            else:
+                chars["prompt"].append(sum(len(text) for _, text in turns[:-1]))
+                chars["response"].append(len(turns[-1][1]))
+            dup = dups.check(item.line, row_keys(item.obj, fmt, fields))
+            if dup:
+                dup_counts[dup[0]] += 1
+            if counter is not None:
+                pending.append(item.obj)
+                if len(pending) >= TOKEN_BATCH:
+                    flush()
     if counter is not None:
         flush()
     return {"file": str(path), "format": fmt, "lines": counts.lines,
@@ -452,19 +450,21 @@ def file_stats(path: Path, fmt: str, fields: dict,
 # --------------------------------------------------------------------------- prepare
 
 class PrepareRefused(Exception):
-    """The input has malformed rows: nothing is written."""
+    """The input has malformed rows (the first MAX_REPORTED, and how many more): nothing is
+    written."""
 
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(p.render() for p in problems))
+    def __init__(self, problems: list[Problem], more: int = 0):
+        self.problems, self.more = problems, more
+        text = "\n".join(p.render() for p in problems)
+        super().__init__(text + (f"\n... and {more} more problems" if more else ""))
 
 
-def val_count(n: int, ratio: float) -> int:
-    """Validation rows for n rows, as `data.split` counts them (at least 1 when splitting)."""
-    n_val = round(n * ratio) if ratio > 0 else 0
-    if ratio > 0 and n > 1:
-        n_val = max(1, n_val)
-    return n_val
+def val_ratio_problem(value: float) -> str | None:
+    """Why `value` cannot be a validation share, or None: a finite number in [0, 1)."""
+    if not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value < 1):
+        return (f"expected a number from 0 up to, not including, 1 (0.1: one row in ten), "
+                f"got {value!r}")
+    return None
 
 
 def split_indices(n: int, ratio: float, seed: int, groups: list[bytes] | None
@@ -506,25 +506,23 @@ def subset_sizes(n_train: int, n_val: int, subset: int, ratio: float) -> tuple[i
     return min(subset, n_train), min(want_val, n_val)
 
 
-def _write_rows(src: Any, offsets: array, indices: list[int], dest: Path,
+def _write_rows(source: DataFile, offsets: array, indices: list[int], out: Any,
                 convert: Any) -> dict:
-    """Copy rows by byte offset into dest atomically; returns rows and sha256."""
+    """Copy rows by byte offset into `out`; returns rows and sha256 of what was written."""
     sha = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for i in indices:
-                src.seek(offsets[i])
-                raw = src.readline().rstrip(b"\r\n")
-                data = (convert(raw) if convert else raw) + b"\n"
-                sha.update(data)
-                out.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    for i in indices:
+        raw = source.row_at(offsets[i])
+        data = (convert(raw) if convert else raw) + b"\n"
+        sha.update(data)
+        out.write(data)
     return {"rows": len(indices), "sha256": sha.hexdigest()}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def prepare_file(path: Path, out_dir: Path, fmt: str, fields: dict, *, val_ratio: float = 0.1,
@@ -533,27 +531,48 @@ def prepare_file(path: Path, out_dir: Path, fmt: str, fields: dict, *, val_ratio
     """Deduplicate, split and subset `path` into `out_dir`; returns (manifest, warnings).
 
     Memory holds byte offsets and digests only; rows are re-read by offset when written,
-    byte for byte (or as chat messages when a system prompt must be added).
+    byte for byte (or as chat messages when a system prompt must be added). The outputs are
+    staged and renamed together at the end, only if the input did not change meanwhile, so
+    a failure leaves the previous outputs (or none), never a mix or half a file.
     """
     path, out_dir = Path(path), Path(out_dir)
+    problem = val_ratio_problem(val_ratio)
+    if problem:
+        raise DataToolError(f"--val-ratio: {problem}")
     if system_prompt and fmt == "text":
         raise DataToolError("--system-prompt needs chat rows: the text format has no roles")
     for name in OUTPUT_NAMES + ("prepare.json",):
-        if (out_dir / name).resolve() == path.resolve():
+        if _same_file(out_dir / name, path):
             raise DataToolError(f"{out_dir / name} is the input file; choose another --out")
+    name = str(path)
+    try:
+        with DataFile(path) as source:
+            return _prepare(source, out_dir, fmt, fields, val_ratio, seed, subset, dedup,
+                            system_prompt)
+    except DataFileError as exc:
+        raise PrepareRefused([Problem(name, 0, ERROR, "unreadable", exc.message)]) from None
+
+
+def _prepare(source: DataFile, out_dir: Path, fmt: str, fields: dict, val_ratio: float,
+             seed: int, subset: int | None, dedup: bool, system_prompt: str | None
+             ) -> tuple[dict, list[str]]:
     counts = ScanCounts()
     input_sha = hashlib.sha256()
     dups = DuplicateIndex()
     offsets, lines = array("q"), array("l")
     prompts: list[bytes] = []
     malformed: list[Problem] = []
+    more = 0
     dropped: list[dict] = []
     kept_duplicates = 0
-    name = str(path)
-    for item in scan(path, fmt, fields, counts, input_sha):
+    name = source.name
+    for item in source.scan(fmt, fields, counts, input_sha):
         if item.problems:
-            malformed.extend(Problem(name, item.line, ERROR, "malformed", p)
-                             for p in item.problems)
+            for p in item.problems:
+                if len(malformed) < MAX_REPORTED:
+                    malformed.append(Problem(name, item.line, ERROR, "malformed", p))
+                else:
+                    more += 1
             continue
         keys = row_keys(item.obj, fmt, fields)
         dup = dups.check(item.line, keys)
@@ -567,7 +586,7 @@ def prepare_file(path: Path, out_dir: Path, fmt: str, fields: dict, *, val_ratio
         prompts.append(keys.prompt)
     del dups
     if malformed:
-        raise PrepareRefused(malformed)
+        raise PrepareRefused(malformed, more)
     if not offsets:
         raise PrepareRefused([Problem(name, 0, ERROR, "empty", "no examples in file "
                                       "(expected at least one JSON object line)")])
@@ -614,9 +633,13 @@ def prepare_file(path: Path, out_dir: Path, fmt: str, fields: dict, *, val_ratio
 
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = {}
-    with open(path, "rb") as src:
+    with ExitStack() as stack:  # every output renamed into place at the end, or none
         for out_name, indices in plan.items():
-            outputs[out_name] = _write_rows(src, offsets, indices, out_dir / out_name, convert)
+            out = stack.enter_context(staged_output(out_dir / out_name))
+            outputs[out_name] = _write_rows(source, offsets, indices, out, convert)
+        if not source.unchanged():
+            raise DataToolError(f"{name} changed while it was being prepared; nothing "
+                                "written, run it again")
     for stale in OUTPUT_NAMES:
         if stale not in plan and (out_dir / stale).exists():
             (out_dir / stale).unlink()

@@ -23,11 +23,11 @@ from jessy_adapters.spec import load_spec
 from jessy_unsloth.backend import UnslothBackend
 
 
-def translate(tmp_path, toy_data, extra="", require=False):
+def translate(tmp_path, toy_data, extra="", require=False, model_extra=""):
     spec = load_spec(write_spec(tmp_path / "s.yaml", f"""\
 model:
   name_or_path: /models/x
-data:
+{model_extra}data:
   train: {toy_data}
   validation_split: 0.25
 {extra}"""))
@@ -67,9 +67,12 @@ training:
     assert cfg["from_pretrained"]["load_in_4bit"] is True
     s = cfg["sft"]
     assert (s["per_device_train_batch_size"], s["gradient_accumulation_steps"]) == (4, 4)
-    assert (s["lr_scheduler_type"], s["warmup_steps"], s["num_train_epochs"]) == ("cosine",
-                                                                                  100, 3)
-    assert s["optim"] == "adamw_8bit" and s["max_steps"] == -1
+    # epochs reach Unsloth as the core's update count: 3 epochs x ceil(ceil(n/4)/4) updates
+    updates = out.total_steps
+    assert (s["lr_scheduler_type"], s["warmup_steps"], s["max_steps"]) == ("cosine",
+                                                                           updates, updates)
+    assert "num_train_epochs" not in s and s["eval_on_start"] is True
+    assert s["optim"] == "adamw_8bit" and s["logging_nan_inf_filter"] is False
     assert cfg["peft"]["use_gradient_checkpointing"] == "unsloth"
     assert s["report_to"] == "none" and s["include_num_input_tokens_seen"] is True
 
@@ -83,8 +86,7 @@ def test_cpu_defaults_to_float32_and_refuses_fp16(tmp_path, toy_data, monkeypatc
     with pytest.raises(TranslationRefused, match="/training/precision"):
         translate(tmp_path, toy_data, "training:\n  precision: fp16\n")
     with pytest.raises(TranslationRefused, match="flash_attention_2"):
-        translate(tmp_path, toy_data, "model:\n  name_or_path: /m\n"
-                                      "  attn_implementation: flash_attention_2\n")
+        translate(tmp_path, toy_data, model_extra="  attn_implementation: flash_attention_2\n")
 
 
 def test_require_accelerator_sets_unsloths_own_switch(tmp_path, toy_data):
