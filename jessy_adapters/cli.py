@@ -37,6 +37,12 @@ def _load_spec_or_exit(path: str):
         sys.exit(EXIT_BAD_INPUT)
 
 
+class BadInput(click.ClickException):
+    """A problem with what the user gave (a file, a folder): exit 2, like a spec error."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 def _finite(value, param):
     """click's ranges let NaN and infinity through; a number option must be a real number."""
     import math
@@ -439,9 +445,12 @@ def eval_cmd(run_dir, held_out, general, max_new_tokens, limit, as_json):
       jessy eval runs/20261124-200213-quickstart-0040
     """
     from .evaluate import evaluate_run
+    from .rundir import RunFolderError
 
     try:
         r = evaluate_run(Path(run_dir).resolve(), held_out, general, max_new_tokens, limit)
+    except RunFolderError as exc:
+        raise BadInput(str(exc)) from None
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -483,10 +492,13 @@ def export_cmd(run_dir, gguf, ollama, verify, question):
       jessy export runs/20261124-200213-quickstart-0040 --gguf f16,q8_0
     """
     from .export import ExportError, export_run
+    from .rundir import RunFolderError
 
     types = [t.strip() for t in gguf.split(",")] if gguf else None
     try:
         record = export_run(Path(run_dir).resolve(), types, ollama, verify, question)
+    except RunFolderError as exc:
+        raise BadInput(str(exc)) from None
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
     for g in record["gguf"]:

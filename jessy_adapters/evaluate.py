@@ -9,7 +9,6 @@ torch/transformers/peft are imported lazily: the core stays light.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -105,14 +104,11 @@ class Evaluator:
 def evaluate_run(run_dir: Path, held_out: Path | None = None, general: Path | None = None,
                  max_new_tokens: int = 48, limit: int | None = None) -> dict:
     import sacrebleu
-    import yaml
+
+    from .rundir import finished_run
 
     run_dir = Path(run_dir)
-    manifest = json.loads((run_dir / "run.json").read_text())
-    tuned = run_dir / ("model" if manifest.get("full_model") else "adapter")
-    if manifest.get("status") != "succeeded" or not tuned.is_dir():
-        raise ValueError(f"{run_dir}: no successful run with an adapter or model to evaluate")
-    spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    manifest, spec, tuned = finished_run(run_dir)  # RunFolderError (a ValueError) first
     spec_dir = Path(manifest["spec_file"]).parent if manifest.get("spec_file") else run_dir
     ev = spec.get("evaluation", {})
 

@@ -286,13 +286,11 @@ def ollama_create(name: str, folder: Path) -> str | None:
 
 def export_run(run_dir: Path, gguf_types: list[str] | None = None, ollama: bool = True,
                verify: bool = True, question: str | None = None) -> dict:
-    import yaml
+
+    from .rundir import finished_run
 
     run_dir = Path(run_dir)
-    manifest = json.loads((run_dir / "run.json").read_text())
-    if manifest.get("status") != "succeeded":
-        raise ExportError(f"{run_dir}: no successful run to export")
-    spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    manifest, spec, _ = finished_run(run_dir)  # RunFolderError before export/ is made
     export_spec = spec.get("export", {})
     types = gguf_types or export_spec.get("gguf") or ["f16"]
     out = run_dir / "export"

@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import secrets
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,3 +128,47 @@ class RunDir:
         self.manifest["status"] = status
         self.manifest["finished"] = _now()
         self.save()
+
+
+class RunFolderError(ValueError):
+    """A folder that post-training commands cannot use, with what is wrong in it."""
+
+
+def finished_run(path: Path) -> tuple[dict, dict, Path]:
+    """(manifest, spec, the tuned output folder) of a succeeded run, checked before anything
+    is computed or written: run.json and spec.yaml readable, the adapter (or full model)
+    present, and each safetensors file whole (its header's tensors fit in the file)."""
+    import yaml
+
+    from .adapters import read_safetensors_header
+
+    path = Path(path)
+    if not (path / "run.json").is_file():
+        raise RunFolderError(f"{path} is not a jessy run folder (no run.json)")
+    try:
+        manifest = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        spec = yaml.safe_load((path / "spec.yaml").read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or not isinstance(spec, dict):
+            raise TypeError("run.json and spec.yaml must hold objects")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, yaml.YAMLError) as exc:
+        raise RunFolderError(f"{path}: unreadable run folder: {type(exc).__name__}: {exc}"
+                             ) from None
+    if manifest.get("status") != "succeeded":
+        raise RunFolderError(f"{path}: the run did not succeed (status "
+                             f"{manifest.get('status')!r}); nothing to use")
+    tuned = path / ("model" if manifest.get("full_model") else "adapter")
+    weights = sorted(tuned.glob("*.safetensors")) if tuned.is_dir() else []
+    if not weights:
+        raise RunFolderError(f"{path}: no {tuned.name}/ with safetensors weights")
+    for file in weights:
+        try:
+            header, n = read_safetensors_header(file)
+            end = max((m["data_offsets"][1] for k, m in header.items() if k != "__metadata__"),
+                      default=0)
+            size = file.stat().st_size
+        except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
+            raise RunFolderError(f"{file}: not a readable safetensors file ({exc})") from None
+        if size < 8 + n + end:
+            raise RunFolderError(f"{file}: truncated ({size} bytes, its header needs "
+                                 f"{8 + n + end})")
+    return manifest, spec, tuned
