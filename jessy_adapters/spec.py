@@ -123,6 +123,14 @@ def apply_defaults(instance: Any, schema: dict) -> Any:
     return instance
 
 
+_BOUNDS = {"pattern": "expected text matching {}", "maxLength": "expected at most {} characters",
+           "minLength": "expected at least {} character(s)",
+           "minItems": "expected at least {} item(s)", "uniqueItems": "expected each item once",
+           "exclusiveMinimum": "expected a value > {}", "minimum": "expected a value >= {}",
+           "exclusiveMaximum": "expected a value < {}", "maximum": "expected a value <= {}"}
+"""What a bound validator expected, in the user's terms (the bound in place of {})."""
+
+
 def _expected(error) -> str:
     """Turn a jsonschema error into 'what was expected', in the user's terms."""
     v, s = error.validator, error.schema
@@ -135,24 +143,8 @@ def _expected(error) -> str:
         return f"expected one of {', '.join(map(str, s['enum']))}"
     if v == "type":
         return _expected_type(error.instance, s["type"])
-    if v == "pattern":
-        return f"expected text matching {s['pattern']}"
-    if v == "maxLength":
-        return f"expected at most {s['maxLength']} characters"
-    if v == "minLength":
-        return f"expected at least {s['minLength']} character(s)"
-    if v == "minItems":
-        return f"expected at least {s['minItems']} item(s)"
-    if v == "uniqueItems":
-        return "expected each item once"
-    if v == "exclusiveMinimum":
-        return f"expected a value > {s['exclusiveMinimum']}"
-    if v == "minimum":
-        return f"expected a value >= {s['minimum']}"
-    if v == "exclusiveMaximum":
-        return f"expected a value < {s['exclusiveMaximum']}"
-    if v == "maximum":
-        return f"expected a value <= {s['maximum']}"
+    if v in _BOUNDS:
+        return _BOUNDS[v].format(s.get(v))
     if v == "oneOf":
         options = []
         for alt in s["oneOf"]:

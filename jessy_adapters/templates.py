@@ -1,4 +1,24 @@
-"""Chat templates a spec can name, for models whose tokenizer lacks the right one."""
+"""Chat families jessy knows: how to detect each, the template it sets, its single-turn format.
+
+A family is the chat format a model speaks (`model.chat_template`); `auto` reads it from the
+tokenizer's own template. Every backend renders the same text for a family: tokenizer-driven
+backends (MLX, Unsloth, Axolotl's chat_template rows) through `training_template`, the others
+through their native template name or jessy's format strings (TURN_FORMATS).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .backend import Refusal
+
+FAMILIES = ("chatml", "llama3", "gemma", "gemma3", "qwen2", "qwen3", "mistral", "phi3")
+"""`gemma` is Gemma-2 (the name predates Gemma-3); `qwen2` is Qwen2.5."""
+
+UPSTREAM = Path(__file__).with_name("model_templates")
+"""Upstream chat templates, verbatim (model_templates/SOURCES.md says where each is from)."""
 
 CHATML = (
     "{% for message in messages %}"
@@ -7,7 +27,8 @@ CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-# Gemma has no system role: the system text is folded into the first user turn.
+# Gemma has no system role: the system text opens the first user turn, as Gemma-3's template
+# does it (Gemma-2's own template refuses a system turn).
 GEMMA = (
     "{{ bos_token }}"
     "{% if messages[0]['role'] == 'system' %}"
@@ -21,18 +42,71 @@ GEMMA = (
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
 )
 
-TEMPLATES = {"chatml": CHATML, "gemma": GEMMA}
+# Mistral v0.3's format; the system text opens the first user turn, as Mistral's own template
+# renders a prompt (it drops the system turn of a conversation that ends with the answer).
+MISTRAL = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] + '\\n\\n' %}{% set rest = messages[1:] %}"
+    "{% else %}{% set system = '' %}{% set rest = messages %}{% endif %}"
+    "{% for message in rest %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + (system if loop.first else '') + message['content'] + '[/INST]' }}"
+    "{% else %}{{ ' ' + message['content'] | trim + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
+# Qwen3 trains in its non-thinking form: what its template renders with enable_thinking=False
+# (the prompt ends with an empty think block, which is never trained).
+NON_THINKING = "{%- set enable_thinking = false %}"
 
 
-def template_for(name: str) -> str | None:
-    """None means: keep the tokenizer's own template ("auto")."""
-    return TEMPLATES.get(name)
+def upstream_template(family: str) -> str:
+    return (UPSTREAM / f"{family}.jinja").read_text()
+
+
+JESSY_OWN = {"chatml": CHATML, "gemma": GEMMA, "mistral": MISTRAL}
+"""Families whose named template is jessy's own; the others' is the upstream one."""
+
+
+def _named(family: str) -> str:
+    if family in JESSY_OWN:
+        return JESSY_OWN[family]
+    return (NON_THINKING if family == "qwen3" else "") + upstream_template(family)
+
+
+TEMPLATES = {family: _named(family) for family in FAMILIES}
+"""The template jessy sets when the spec names a family."""
+
+OVERRIDES = {
+    "gemma": ("jessy's gemma template", "Gemma-2's template refuses a system turn: jessy's "
+              "folds it into the first user turn, as Gemma-3's does"),
+    "mistral": ("jessy's mistral template", "Mistral v0.3's template drops the system turn of "
+                "a conversation that ends with the answer: jessy's folds it into the first "
+                "user turn"),
+    "qwen3": ("the tokenizer's own template with enable_thinking=false",
+              "the non-thinking form: the prompt ends with the empty think block"),
+}
+"""Families whose own template jessy replaces under `auto`: (what it renders with, why)."""
+
+DETECTION = (
+    ("qwen3", ("<|im_start|>", "<think>"), ()),
+    ("qwen2", ("<|im_start|>", "<tool_call>"), ()),
+    ("chatml", ("<|im_start|>",), ()),
+    ("gemma3", ("<start_of_turn>", "first_user_prefix"), ()),
+    ("gemma", ("<start_of_turn>",), ()),
+    ("llama3", ("<|start_header_id|>",), ()),
+    ("phi3", ("<|user|>", "<|end|>"), ()),
+    ("mistral", ("[INST]", "[/INST]"), ("<<SYS>>", " [/INST]")),
+)
+"""(family, markers the template must contain, markers it must not), first match wins.
+Mistral's excludes Llama-2 (<<SYS>>) and Mistral v0.1/v0.2 (a space before [/INST])."""
+
+COMPATIBLE = ({"chatml", "qwen2"}, {"chatml", "qwen3"}, {"gemma", "gemma3"})
+"""Named families that may replace a tokenizer's own: the same special tokens."""
 
 
 def _template_text(model_path: str) -> str:
-    import json
-    from pathlib import Path
-
     text = ""
     cfg = Path(model_path) / "tokenizer_config.json"
     if cfg.is_file():
@@ -47,49 +121,98 @@ def _template_text(model_path: str) -> str:
     return text
 
 
-def default_system_prompt(model_path: str) -> str | None:
-    """The system prompt a ChatML tokenizer template adds to rows that have none (SmolLM2:
-    "You are a helpful AI assistant named SmolLM, trained by Hugging Face"), so backends that
-    render ChatML themselves (LLaMA-Factory's `chatml`, Axolotl's format strings) train on the
-    same text as the tokenizer-driven ones (MLX, Unsloth) and as `jessy eval`."""
-    import re
-
-    match = re.search(r"<\|im_start\|>system(?:\n|\\n)([^'\"{}<+]+?)<\|im_end\|>",
-                      _template_text(model_path))
-    return match.group(1) if match else None
-
-
-def chat_family(model_path: str, choice: str = "auto") -> str | None:
-    """The chat format a model speaks: "chatml", "gemma", "llama3", or None when unknown.
-
-    Read from the spec's choice, else from the tokenizer's own template (tokenizer_config.json
-    or chat_template.jinja), without loading a tokenizer.
-    """
-    if choice in TEMPLATES:
-        return choice
-    text = _template_text(model_path)
-    if "<|im_start|>" in text:
-        return "chatml"
-    if "<start_of_turn>" in text:
-        return "gemma"
-    if "<|start_header_id|>" in text:
-        return "llama3"
+def family_of(template: str) -> str | None:
+    for family, needs, refuses in DETECTION:
+        if all(m in template for m in needs) and not any(m in template for m in refuses):
+            return family
     return None
 
 
-# Single-turn prompt formats per family, as str.format strings over {system} and {instruction},
-# and what closes the assistant's turn. These match CHATML/GEMMA above and Llama-3's template.
+def chat_family(model_path: str, choice: str = "auto") -> str | None:
+    """The family a run trains in: the spec's choice, else the one the tokenizer's own template
+    (tokenizer_config.json or chat_template.jinja) speaks, read without loading a tokenizer;
+    None when unknown."""
+    return choice if choice in TEMPLATES else family_of(_template_text(model_path))
+
+
+def family_refusal(model_path: str, choice: str) -> Refusal | None:
+    """A named family the tokenizer's own template contradicts (other special tokens)."""
+    own = family_of(_template_text(model_path))
+    if choice == "auto" or own is None or own == choice or {own, choice} in COMPATIBLE:
+        return None
+    return Refusal("/model/chat_template",
+                   f"{choice} contradicts the tokenizer's own template, which is {own}; "
+                   f"use auto or {own}")
+
+
+def training_template(model_path: str, choice: str) -> str | None:
+    """The template jessy sets on the tokenizer for backends that render rows with it (MLX,
+    Unsloth, Axolotl's chat_template rows); None keeps the tokenizer's own."""
+    if choice in TEMPLATES:
+        return TEMPLATES[choice]
+    own = _template_text(model_path)
+    family = family_of(own)
+    if family == "qwen3":
+        return NON_THINKING + own
+    return TEMPLATES[family] if family in OVERRIDES else None
+
+
+def template_summary(model_path: str, choice: str) -> str:
+    """Which template tokenizer-driven backends render rows with, in words (records, docs)."""
+    if choice in TEMPLATES:
+        return f"jessy's {choice} template"
+    family = family_of(_template_text(model_path))
+    if family in OVERRIDES:
+        return OVERRIDES[family][0]
+    return "the tokenizer's own template" + (f" ({family})" if family else "")
+
+
+def _rendered_template(model_path: str, choice: str) -> str:
+    return training_template(model_path, choice) or _template_text(model_path)
+
+
+def default_system_prompt(model_path: str, choice: str = "auto") -> str | None:
+    """The system prompt a ChatML template adds to rows that have none (SmolLM2: "You are a
+    helpful AI assistant named SmolLM, trained by Hugging Face"; Qwen2.5: "You are Qwen..."),
+    so backends that render ChatML themselves (LLaMA-Factory's templates, Axolotl's format
+    strings) train on the same text as the tokenizer-driven ones (MLX, Unsloth) and as
+    `jessy eval`."""
+    match = re.search(r"<\|im_start\|>system(?:\n|\\n)([^'\"{}<+]+?)<\|im_end\|>",
+                      _rendered_template(model_path, choice))
+    return match.group(1) if match else None
+
+
+def renders_dates(model_path: str, choice: str = "auto") -> bool:
+    """Llama-3.1+ templates put today's date in the system turn: no fixed format string or
+    native template name can write it, only the template itself."""
+    text = _rendered_template(model_path, choice)
+    return "strftime_now" in text or "Cutting Knowledge Date" in text
+
+
+# Single-turn prompt formats per family, as str.format strings over {system} and {instruction};
+# `end` closes the assistant's turn, `lead` is what the template writes before the response
+# (part of the trained text), `fold` means no system role (the system text opens the user
+# turn). These match TEMPLATES above.
+_CHATML_TURN = {"system": "<|im_start|>system\n{system}<|im_end|>\n",
+                "prompt": "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
+                "end": "<|im_end|>"}
+_GEMMA_TURN = {"system": "{system}\n\n", "fold": True,
+               "prompt": "<start_of_turn>user\n{instruction}<end_of_turn>\n<start_of_turn>model\n",
+               "end": "<end_of_turn>"}
 TURN_FORMATS = {
-    "chatml": {"system": "<|im_start|>system\n{system}<|im_end|>\n",
-               "prompt": "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
-               "end": "<|im_end|>"},
-    "gemma": {"system": "{system}\n\n",  # no system role: folded into the user turn
-              "prompt": "<start_of_turn>user\n{instruction}<end_of_turn>\n<start_of_turn>model\n",
-              "end": "<end_of_turn>"},
+    "chatml": _CHATML_TURN,
+    "qwen2": _CHATML_TURN,
+    "qwen3": {**_CHATML_TURN, "prompt": _CHATML_TURN["prompt"] + "<think>\n\n</think>\n\n"},
+    "gemma": _GEMMA_TURN,
+    "gemma3": _GEMMA_TURN,
     "llama3": {"system": "<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>",
                "prompt": "<|start_header_id|>user<|end_header_id|>\n\n{instruction}<|eot_id|>"
                          "<|start_header_id|>assistant<|end_header_id|>\n\n",
                "end": "<|eot_id|>"},
+    "mistral": {"system": "{system}\n\n", "fold": True, "prompt": "[INST] {instruction}[/INST]",
+                "lead": " ", "end": "</s>"},
+    "phi3": {"system": "<|system|>\n{system}<|end|>\n",
+             "prompt": "<|user|>\n{instruction}<|end|>\n<|assistant|>\n", "end": "<|end|>"},
 }
 
 

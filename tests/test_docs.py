@@ -20,6 +20,7 @@ def test_backend_field_table_is_current():
     current = (ROOT / "docs" / "backend-fields.md").read_text()
     assert current == docgen.render_fields(), "run: python -m jessy_adapters.docgen"
     assert "**missing**" not in current
+    assert docgen.render_families() in (ROOT / "docs" / "backends.md").read_text()
 
 
 def test_every_hook_is_documented_and_tested():

@@ -49,7 +49,11 @@ def test_eval_refuses_a_run_without_outputs(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"status": "failed"}))
-    with pytest.raises(ValueError, match="no successful run with an adapter or model"):
+    (run / "spec.yaml").write_text("name: x\n")
+    with pytest.raises(ValueError, match="did not succeed"):
+        evaluate_run(run)
+    (run / "run.json").write_text(json.dumps({"status": "succeeded"}))
+    with pytest.raises(ValueError, match="no adapter/ with safetensors weights"):
         evaluate_run(run)
 
 

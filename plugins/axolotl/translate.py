@@ -1,9 +1,10 @@
 """Spec -> Axolotl's YAML (the file `axolotl train` reads), its dataset, and launcher flags.
 
 Meaning, not names: single-turn rows use a user-defined dataset `type:` block whose format
-strings are the model's own chat format (ChatML, Gemma, Llama-3), with the turn's closing
-marker appended to the response (Axolotl adds EOS only when it differs); multi-turn rows or an
-unknown format use Axolotl's `chat_template` type with the tokenizer's template. On CPU Axolotl
+strings are the model's own chat format (templates.TURN_FORMATS), with the turn's closing
+marker appended to the response (Axolotl adds EOS only when it differs); multi-turn rows, the
+families in ROWS marked chat_template, or an unknown format use Axolotl's `chat_template` type
+with the template jessy renders (templates.training_template) or the tokenizer's. On CPU Axolotl
 needs bf16/fp16 written out as false (`auto` turns fp16 on) and its four Triton LoRA kernels
 off (they are hard-coded to CUDA). Axolotl silently drops unknown keys and accepts lr = -1, so
 jessy's schema is the strict layer; Axolotl's own validate_config checks the rest (tests).
@@ -25,7 +26,15 @@ from jessy_adapters.scaleout import (
     world_size,
 )
 from jessy_adapters.schedule import run_schedule
-from jessy_adapters.templates import TURN_FORMATS, chat_family, default_system_prompt
+from jessy_adapters.templates import (
+    TURN_FORMATS,
+    chat_family,
+    default_system_prompt,
+    family_refusal,
+    renders_dates,
+    template_summary,
+    training_template,
+)
 
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "adam": "adamw_torch",
@@ -35,6 +44,13 @@ CPU_KERNELS_OFF = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel",
                    "lora_embedding_kernel")
 JESSY_PLUGIN = "jessy_axolotl_plugin.JessyPlugin"
 """An Axolotl plugin (plugins/axolotl/runtime/) that adds jessy's metrics callback."""
+ROWS = {"chatml": "format", "qwen2": "format", "qwen3": "format", "llama3": "format",
+        "gemma": "format", "gemma3": "format", "mistral": "format", "phi3": "chat_template"}
+"""Chat family -> how single-turn rows reach Axolotl: jessy's format strings, or Axolotl's
+chat_template type, which tokenizes the whole conversation at once. Axolotl tokenizes a format
+row's prompt and response apart: exact for byte-level BPE, for Gemma's SentencePiece (no
+prefix space) and for Mistral's (its response starts with a space anyway); Phi-3's
+SentencePiece tokenizer would put a space before a response tokenized on its own."""
 
 
 def _rows(path: Path):
@@ -67,16 +83,39 @@ def flat_rows(path: Path, family: str, default_system: str | None) -> list[dict]
             return None
         system, prompt, response = turn
         system = system or default_system or ""
-        if family == "gemma" and system:  # Gemma has no system role: it opens the user turn
+        if fmt.get("fold") and system:  # no system role: the system text opens the user turn
             prompt, system = fmt["system"].format(system=system) + prompt, ""
         # ends at the end-of-turn token: what the template writes after it is never trained
         # and, the model being causal, cannot change a trained token's loss (the parity
         # contract compares rows up to their last trained token for that reason)
-        out.append({"system": system, "instruction": prompt, "output": response + fmt["end"]})
+        out.append({"system": system, "instruction": prompt,
+                    "output": fmt.get("lead", "") + response + fmt["end"]})
     return out
 
 
-def dataset_block(file: str, family: str | None, flat: bool, text: bool) -> dict:
+def _eos_token(model_path: str) -> str | None:
+    cfg = Path(model_path) / "tokenizer_config.json"
+    try:
+        eos = json.loads(cfg.read_text()).get("eos_token")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return eos.get("content") if isinstance(eos, dict) else eos
+
+
+def end_of_turn_training(model_path: str, end: str | None) -> dict:
+    """How chat_template rows train the end of a turn: each assistant turn's end-of-turn token
+    (top-level `eot_tokens`), and the EOS token only when it is that token (Phi-3's template
+    writes <|endoftext|> after <|end|>, which no backend trains)."""
+    if end is None:
+        return {"train_on_eos": "turn"}
+    eos = _eos_token(model_path)
+    return {"train_on_eot": "turn", "train_on_eos": "turn" if eos in (None, end) else "none"}
+
+
+def dataset_block(file: str, family: str | None, flat: bool, text: bool,
+                  template: str | None = None, turn_end: dict | None = None) -> dict:
+    """Axolotl's dataset entry; `template` is the jinja jessy renders chat_template rows with
+    (None: the tokenizer's own), `turn_end` their end_of_turn_training."""
     if text:
         return {"path": file, "ds_type": "json", "type": "completion", "field": "text"}
     if flat and family:
@@ -84,11 +123,14 @@ def dataset_block(file: str, family: str | None, flat: bool, text: bool) -> dict
         return {"path": file, "ds_type": "json", "type": {
             "field_system": "system", "field_instruction": "instruction",
             "field_output": "output", "format": fmt["prompt"], "no_input_format": fmt["prompt"],
-            "system_format": fmt["system"] if family != "gemma" else "{system}"}}
-    return {"path": file, "ds_type": "json", "type": "chat_template",
-            "field_messages": "messages", "message_property_mappings":
-                {"role": "role", "content": "content"},
-            "roles_to_train": ["assistant"], "train_on_eos": "turn"}
+            "system_format": "{system}" if fmt.get("fold") else fmt["system"]}}
+    block = {"path": file, "ds_type": "json", "type": "chat_template",
+             "field_messages": "messages", "message_property_mappings":
+                 {"role": "role", "content": "content"},
+             "roles_to_train": ["assistant"], **(turn_end or {"train_on_eos": "turn"})}
+    if template:
+        block.update(chat_template="jinja", chat_template_jinja=template)
+    return block
 
 
 def decoder_layer_class(model_path: str) -> str | None:
@@ -108,32 +150,38 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
     carried: dict[str, str] = {}
     method = spec["method"]
     text = inputs.data.format == "text"
-    named = m["chat_template"] != "auto"
-    family = chat_family(inputs.model_path, m["chat_template"])
-    # With the tokenizer's own template ("auto"), a ChatML template may add a default system
-    # prompt to rows without one (SmolLM2 does): the flat rows carry it. Llama-3.1's template
-    # adds dates to the system turn, which format strings cannot know: Axolotl's chat_template
-    # type renders those rows with the tokenizer itself.
-    if not named and family == "llama3":
-        family = None
-    default_system = default_system_prompt(inputs.model_path) if not named else None
+    choice = m["chat_template"]
+    family = chat_family(inputs.model_path, choice)
+    refusal = family_refusal(inputs.model_path, choice)
+    if refusal:
+        refusals.append(refusal)
+    # The template may add a default system prompt to rows without one (SmolLM2, Qwen2.5 do):
+    # the flat rows carry it. Llama-3.1's template adds dates to the system turn, which format
+    # strings cannot know: Axolotl's chat_template type renders those rows with the template.
+    format_rows = ROWS.get(family) == "format" and not renders_dates(inputs.model_path, choice)
+    default_system = default_system_prompt(inputs.model_path, choice)
+    template = training_template(inputs.model_path, choice)
+    end = TURN_FORMATS[family]["end"] if family else None
+    turn_end = end_of_turn_training(inputs.model_path, end)
     files: dict[str, str] = {}
 
     def dataset(path: Path, name: str) -> dict:
-        flat = None if (text or family is None) else flat_rows(path, family, default_system)
+        flat = flat_rows(path, family, default_system) if format_rows and not text else None
         if flat is None:
-            return dataset_block(str(path), family, False, text)
+            return dataset_block(str(path), family, False, text, template, turn_end)
         files[f"data/{name}.jsonl"] = "".join(json.dumps(r) + "\n" for r in flat)
         return dataset_block(str(attempt_dir / "data" / f"{name}.jsonl"), family, True, text)
 
     train_block = dataset(inputs.data.train, "axolotl_train")
-    if train_block["type"] == "chat_template" and not text:
-        notes.append("Axolotl's chat_template type renders the rows with the tokenizer's own "
-                     "template (several exchanges, or a format jessy cannot write as format "
-                     "strings exactly)")
-    if named and train_block["type"] == "chat_template":
-        refusals.append(Refusal("/model/chat_template", "a named template with multi-turn "
-                                "rows: set it on the tokenizer, Axolotl renders its own"))
+    rows_by_template = train_block["type"] == "chat_template"
+    rows_note = f"datasets[].type format strings ({family})"
+    if rows_by_template:
+        rows_note = "datasets[].type chat_template, " + template_summary(inputs.model_path,
+                                                                          choice)
+        notes.append(f"Axolotl renders the rows itself ({rows_note}): several exchanges, or a "
+                     "format jessy's format strings cannot write exactly")
+    elif text:
+        rows_note = "n/a: text rows (completion type)"
     cfg: dict = {
         "base_model": inputs.model_path,
         "trust_remote_code": m["trust_remote_code"],
@@ -158,6 +206,8 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         "save_safetensors": True,
         "plugins": [JESSY_PLUGIN],
     }
+    if rows_by_template and end:
+        cfg["eot_tokens"] = [end]  # trained, like every backend's end of turn
     schedule = run_schedule(spec, inputs)
     if inputs.data.validation:
         cfg["test_datasets"] = [dataset(inputs.data.validation, "axolotl_valid")]
@@ -203,7 +253,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
 
     carried.update({
         "/model/name_or_path": "base_model",
-        "/model/chat_template": "datasets[].type format strings (ChatML/Gemma/Llama-3)",
+        "/model/chat_template": rows_note,
         "/model/max_seq_length": "sequence_len", "/model/dtype": "bf16/fp16 (written out)",
         "/model/trust_remote_code": "trust_remote_code",
         "/model/attn_implementation": "attn_implementation",

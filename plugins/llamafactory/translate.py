@@ -16,7 +16,12 @@ from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.schedule import run_schedule
-from jessy_adapters.templates import default_system_prompt
+from jessy_adapters.templates import (
+    chat_family,
+    default_system_prompt,
+    family_refusal,
+    renders_dates,
+)
 
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_8bit", "adam": "adamw_torch",
@@ -25,22 +30,33 @@ SHAREGPT_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user
                  "assistant_tag": "assistant", "system_tag": "system"}
 
 
-def template_name(model_path: str, choice: str) -> str | None:
-    """LLaMA-Factory template for the model's chat format (None: let it read the tokenizer's)."""
-    if choice == "chatml":
-        return "chatml"
-    if choice == "gemma":
-        return "gemma2"
-    cfg = Path(model_path) / "tokenizer_config.json"
-    text = cfg.read_text() if cfg.is_file() else ""
-    jinja = Path(model_path) / "chat_template.jinja"
-    if jinja.is_file():
-        text += jinja.read_text()
-    if "<|im_start|>" in text:
-        return "chatml"  # plain ChatML: no injected default system prompt (smollm2's has one)
-    if "<start_of_turn>" in text:
-        return "gemma2"
-    return None
+FAMILY_TEMPLATES = {
+    "chatml": ("chatml", {}),
+    "qwen2": ("qwen", {}),
+    "qwen3": ("qwen3", {"enable_thinking": False}),
+    "llama3": ("llama3", {}),
+    "gemma": ("gemma2", {}),
+    "gemma3": ("gemma", {}),
+    "mistral": ("mistral", {}),
+    "phi3": ("phi", {}),
+}
+"""Chat family -> LLaMA-Factory's template (its data/template.py registry) and the keys it
+needs. Qwen3 is `qwen3` with thinking off: the empty think block joins the prompt, as Qwen3's
+own template renders it (`qwen3_nothink` writes no think block: Qwen3-2507's format). Gemma-3
+is `gemma`, the same text: `gemma3` reads Gemma-3's image processor, which text models lack."""
+ON_PROMPT = {"gemma2": "gemma"}
+"""Templates that refuse train_on_prompt (efficient_eos) -> the same text without that."""
+OWN_DEFAULT_SYSTEM = {"qwen"}
+"""Templates that add a system prompt of their own to rows without one."""
+
+
+def template_name(model_path: str, choice: str) -> tuple[str | None, dict]:
+    """LLaMA-Factory template for the run's chat family, and its extra keys (None: LLaMA-Factory
+    parses the tokenizer's own template: unknown families, Llama-3.1+ dates)."""
+    family = chat_family(model_path, choice)
+    if family is None or (family == "llama3" and renders_dates(model_path, choice)):
+        return None, {}
+    return FAMILY_TEMPLATES[family]
 
 
 def dataset_info(data_format: str, train: Path, validation: Path | None) -> dict:
@@ -95,13 +111,25 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         "disable_gradient_checkpointing": not t["gradient_checkpointing"],
     }
     schedule = run_schedule(spec, inputs)
-    template = template_name(inputs.model_path, m["chat_template"])
+    refusal = family_refusal(inputs.model_path, m["chat_template"])
+    if refusal:
+        refusals.append(refusal)
+    template, template_keys = template_name(inputs.model_path, m["chat_template"])
+    if template and cfg["train_on_prompt"] and template in ON_PROMPT:
+        notes.append(f"template {ON_PROMPT[template]}, not {template}: the same text, and "
+                     f"{template} refuses train_on_prompt")
+        template = ON_PROMPT[template]
+    native_template = "the tokenizer's own template, parsed by LLaMA-Factory"
     if template:
         cfg["template"] = template
-    default_system = (default_system_prompt(inputs.model_path)
-                      if m["chat_template"] == "auto" and template == "chatml" else None)
-    if default_system:
-        # what the tokenizer's template adds to rows without a system turn (SmolLM2), so
+        cfg.update(template_keys)
+        native_template = ", ".join(f"{k}: {json.dumps(v)}" for k, v in
+                                    {"template": template, **template_keys}.items())
+    default_system = default_system_prompt(inputs.model_path, m["chat_template"])
+    if default_system is None and template in OWN_DEFAULT_SYSTEM:
+        default_system = ""  # the tokenizer's template adds none: neither does LLaMA-Factory
+    if default_system is not None:
+        # what the template adds to rows without a system turn (SmolLM2, Qwen2.5), so
         # LLaMA-Factory trains on the same text as MLX, Unsloth and `jessy eval`
         cfg["default_system"] = default_system
     if inputs.data.validation:
@@ -134,7 +162,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
 
     carried.update({
         "/model/name_or_path": "model_name_or_path",
-        "/model/chat_template": "template (+ default_system: the tokenizer's own)",
+        "/model/chat_template": native_template,
         "/model/max_seq_length": "cutoff_len", "/model/dtype": "bf16/fp16",
         "/model/trust_remote_code": "trust_remote_code",
         "/model/attn_implementation": "flash_attn (disabled/sdpa/fa2)",

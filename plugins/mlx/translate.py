@@ -17,7 +17,12 @@ from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter
 from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.schedule import run_schedule
-from jessy_adapters.templates import template_for, trained_turn_end
+from jessy_adapters.templates import (
+    family_refusal,
+    template_summary,
+    trained_turn_end,
+    training_template,
+)
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -152,13 +157,17 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
     carried["/training/precision"] = "jessy_dtype (model.set_dtype)"
     carried["/model/dtype"] = "jessy_dtype (model.set_dtype)"
 
-    template = template_for(m["chat_template"])
+    template = training_template(inputs.model_path, m["chat_template"])
     if template:
         cfg["jessy_chat_template"] = template
+    refusal = family_refusal(inputs.model_path, m["chat_template"])
+    if refusal:
+        refusals.append(refusal)
     turn_end = trained_turn_end(spec, inputs)
     if turn_end:
         cfg["jessy_turn_end"] = turn_end
-    carried["/model/chat_template"] = "jessy_chat_template (tokenizer.chat_template)"
+    carried["/model/chat_template"] = ("jessy_chat_template: " if template else "") + \
+        template_summary(inputs.model_path, m["chat_template"])
     if m["attn_implementation"] not in ("auto", "eager", "sdpa"):
         refusals.append(Refusal("/model/attn_implementation",
                                 f"{m['attn_implementation']} is a CUDA kernel; MLX uses its own "

@@ -17,22 +17,6 @@ import sys
 sys.path.insert(0, os.environ["JESSY_RUNTIME_PATH"])
 from hf_events import emit, events_callback  # noqa: E402
 
-# Response markers per chat-template family, for train_on_responses_only.
-MARKERS = {
-    "<|im_start|>": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
-    "<start_of_turn>": ("<start_of_turn>user\n", "<start_of_turn>model\n"),
-    "<|start_header_id|>": ("<|start_header_id|>user<|end_header_id|>\n\n",
-                            "<|start_header_id|>assistant<|end_header_id|>\n\n"),
-}
-
-
-def markers_for(template: str) -> tuple[str, str]:
-    for key, pair in MARKERS.items():
-        if key in (template or ""):
-            return pair
-    raise ValueError("train_on_responses_only: unknown chat template family; set "
-                     "model.chat_template or data.train_on_responses_only: false")
-
 
 def main(config_path: str) -> int:
     with open(config_path) as fh:
@@ -92,7 +76,8 @@ def main(config_path: str) -> int:
                          eval_dataset=dataset.get("validation"),
                          args=SFTConfig(**sft), callbacks=[events_callback(torch)])
     if data["train_on_responses_only"]:
-        instruction, response = markers_for(tokenizer.chat_template)
+        # the chat family's markers (translate.py); none: Unsloth finds them in the template
+        instruction, response = data.get("markers") or (None, None)
         trainer = train_on_responses_only(trainer, instruction_part=instruction,
                                           response_part=response)
     trainer.train(resume_from_checkpoint=data.get("resume_from_checkpoint"))

@@ -15,10 +15,29 @@ from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.schedule import run_schedule
-from jessy_adapters.templates import template_for
+from jessy_adapters.templates import (
+    chat_family,
+    family_refusal,
+    template_summary,
+    training_template,
+)
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+MARKERS = {
+    "chatml": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
+    "qwen2": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
+    "qwen3": ("<|im_start|>user\n", "<|im_start|>assistant\n<think>\n\n</think>\n\n"),
+    "gemma": ("<start_of_turn>user\n", "<start_of_turn>model\n"),
+    "gemma3": ("<start_of_turn>user\n", "<start_of_turn>model\n"),
+    "llama3": ("<|start_header_id|>user<|end_header_id|>\n\n",
+               "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+    "mistral": ("[INST]", "[/INST]"),
+    "phi3": ("<|user|>\n", "<|assistant|>\n"),
+}
+"""Chat family -> (instruction_part, response_part) for Unsloth's train_on_responses_only:
+what opens a user turn and what precedes the trained response (Qwen3's empty think block
+included, as its non-thinking form renders it)."""
 
 
 def model_type(model_path: str) -> str | None:
@@ -143,15 +162,26 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
                     "/training/save_steps": "sft.save_strategy/save_steps"})
 
     total = schedule.optimizer_steps
+    responses_only = d["train_on_responses_only"] and inputs.data.format != "text"
+    family = chat_family(inputs.model_path, m["chat_template"])
     data = {
         "train": str(inputs.data.train),
         "validation": str(inputs.data.validation) if inputs.data.validation else None,
         "format": inputs.data.format,
-        "train_on_responses_only": d["train_on_responses_only"] and inputs.data.format != "text",
-        "chat_template": template_for(m["chat_template"]),
+        "train_on_responses_only": responses_only,
+        "chat_template": training_template(inputs.model_path, m["chat_template"]),
+        "markers": MARKERS.get(family) if responses_only else None,
     }
+    refusal = family_refusal(inputs.model_path, m["chat_template"])
+    if refusal:
+        refusals.append(refusal)
+    if responses_only and family is None:
+        notes.append("unknown chat family: Unsloth finds the response markers in the template")
+    markers = (f"; response markers {data['markers'][0]!r} / {data['markers'][1]!r}"
+               if data["markers"] else "")
     carried.update({"/data/train_on_responses_only": "unsloth train_on_responses_only",
-                    "/model/chat_template": "tokenizer.chat_template"})
+                    "/model/chat_template": "tokenizer.chat_template: "
+                    + template_summary(inputs.model_path, m["chat_template"]) + markers})
     init = check_init_adapter(inputs.init_adapter, spec, refusals, notes)
     if init is not None:
         data["init_adapter"] = str(init)
