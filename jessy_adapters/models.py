@@ -46,6 +46,23 @@ def resolve_model(name_or_path: str, base_dir: Path | None = None, build: bool =
     return name_or_path
 
 
+def require_local(model: str) -> str:
+    """`model` as a run can use it offline: a local folder, or a hub id already in the Hugging
+    Face cache; else a ModelError before any attempt (backends run with HF_HUB_OFFLINE=1, so a
+    missing model would crash every backend of the chain in turn)."""
+    import os
+
+    if Path(model).is_dir():
+        return model
+    cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or
+                 Path.home() / ".cache" / "huggingface") / "hub")
+    if "/" in model and (cache / ("models--" + model.replace("/", "--"))).is_dir():
+        return model
+    raise ModelError(f"model {model!r} is neither a local folder nor in the Hugging Face cache "
+                     f"({cache}); runs are offline: download it first (`hf download {model}`) "
+                     "or point model.name_or_path at a local folder")
+
+
 def _is_current(path: Path, version: int) -> bool:
     try:
         return json.loads((path / READY).read_text()).get("version") == version

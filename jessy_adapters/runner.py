@@ -30,7 +30,7 @@ from .data import DataError, prepare
 from .envs import BackendEnv
 from .failures import Failure
 from .lifecycle import RunBusy, mark_dead_attempts, owning, pause_point
-from .models import ModelError, resolve_model
+from .models import ModelError, require_local, resolve_model
 from .paths import package_file
 from .plots import preload_in_background
 from .plugins import Registry, RegistryError
@@ -38,6 +38,7 @@ from .procmem import peak_rss_gb
 from .rundir import RunDir, _now, process_age
 from .schedule import run_schedule
 from .spec import Spec
+from .templates import chat_family, template_summary
 
 RUNTIME_PATH = package_file("runtime")
 GRACE_SECONDS = float(os.environ.get("JESSY_GRACE_SECONDS", "20"))
@@ -175,7 +176,11 @@ class Runner:
         return replace(inputs, init_adapter=seed)
 
     def _inputs(self, spec: Spec, run: RunDir, require_accelerator: bool) -> RunInputs:
-        model = resolve_model(spec["model"]["name_or_path"], spec.base_dir)
+        model = require_local(resolve_model(spec["model"]["name_or_path"], spec.base_dir))
+        family = chat_family(model, spec["model"]["chat_template"])
+        run.manifest["chat_family"] = family
+        self.console(f"chat template: {template_summary(model, spec['model']['chat_template'])}"
+                     + (f", family {family}" if family else ", family unknown"))
         data = prepare(spec, run.path / "data")
         run.manifest["data"] = {"train": str(data.train), "validation": str(data.validation)
                                 if data.validation else None, "format": data.format,

@@ -270,3 +270,18 @@ def test_timings_say_where_the_wall_time_went(spec, tmp_path):
     # this test process started long before the run (pytest), so start-up covers that, and
     # the whole process outlasts the run's own wall time
     assert t["startup_s"] > 0 and t["process_s"] >= t["startup_s"] + wall - 0.05
+
+
+def test_a_model_that_cannot_be_had_offline_stops_before_any_attempt(tmp_path, toy_data,
+                                                                     monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    path = write_spec(tmp_path / "spec.yaml", f"model:\n  name_or_path: someorg/not-here\n"
+                                              f"data:\n  train: {toy_data}\n")
+    result = run(load_spec(path), tmp_path, make_backend("fake", "ok"))
+    m = result.manifest
+    assert m["status"] == "failed" and m["attempts"] == []
+    assert m["failure"]["kind"] == "config_rejected"
+    assert "neither a local folder nor in the Hugging Face cache" in m["failure"]["reason"]
+    (tmp_path / "hub" / "models--someorg--not-here").mkdir(parents=True)
+    assert run(load_spec(path), tmp_path, make_backend("fake", "ok")).manifest[
+        "status"] == "succeeded"

@@ -23,6 +23,8 @@ from jessy_adapters.templates import (
 )
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+FUSED_LINEAR = {"phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]}
+"""Architectures whose projections are fused: "all-linear" names their own modules."""
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 MARKERS = {
     "chatml": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
@@ -89,7 +91,8 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
 
     peft = None
     if method != "full":
-        targets = ALL_LINEAR if lora["target_modules"] == "all-linear" else lora["target_modules"]
+        targets = (FUSED_LINEAR.get(model_type(inputs.model_path), ALL_LINEAR)
+                   if lora["target_modules"] == "all-linear" else lora["target_modules"])
         peft = {
             "r": lora["r"],
             "lora_alpha": lora["alpha"],
