@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .jsonio import write_json_atomic
 from .paths import jessy_home, package_file
+from .templates import TURN_FORMATS, family_of
 
 LLAMA_CPP_PYTHON = "0.3.36"
 NODE_LLAMA_CPP = "3.22.1"
@@ -30,15 +31,6 @@ NODE_PLATFORMS = {("linux", "x86_64"): "linux-x64", ("linux", "aarch64"): "linux
 NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 PURE_PYTHON_TYPES = ("f16", "q8_0")
 
-CHATML_TEMPLATE = (
-    "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
-    "{{ if .Prompt }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n{{ end }}"
-    "<|im_start|>assistant\n{{ .Response }}<|im_end|>\n")
-GEMMA_TEMPLATE = (
-    "<start_of_turn>user\n{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}<end_of_turn>\n"
-    "<start_of_turn>model\n{{ .Response }}<end_of_turn>\n")
-FAMILIES = {"chatml": (CHATML_TEMPLATE, "<|im_end|>"), "gemma": (GEMMA_TEMPLATE,
-                                                                 "<end_of_turn>")}
 OLLAMA_INSTRUCTIONS = {"FROM", "ADAPTER", "TEMPLATE", "SYSTEM", "PARAMETER", "MESSAGE",
                        "LICENSE", "REQUIRES"}
 OLLAMA_PARAMETERS = {"temperature", "top_p", "top_k", "min_p", "num_ctx", "num_predict",
@@ -218,20 +210,30 @@ def answer_from_gguf(gguf_file: Path, question: str, system: str | None,
     return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
+def ollama_template(family: str) -> tuple[str, str]:
+    """(Ollama TEMPLATE, stop token) for a chat family, from the same turn formats every
+    backend trains with (templates.TURN_FORMATS), so the deployed prompt is the trained one."""
+    fmt = TURN_FORMATS[family]
+    system = "{{ if .System }}" + fmt["system"].format(system="{{ .System }}") + "{{ end }}"
+    if fmt.get("fold"):  # no system role: the system text opens the user turn
+        turn = fmt["prompt"].format(instruction=system + "{{ .Prompt }}")
+    else:
+        turn = system + fmt["prompt"].format(instruction="{{ .Prompt }}")
+    return turn + fmt.get("lead", "") + "{{ .Response }}" + fmt["end"] + "\n", fmt["end"]
+
+
 def template_family(chat_template: str | None, spec_choice: str) -> str:
-    if spec_choice in FAMILIES:
+    if spec_choice in TURN_FORMATS:
         return spec_choice
-    text = chat_template or ""
-    if "<|im_start|>" in text:
-        return "chatml"
-    if "<start_of_turn>" in text:
-        return "gemma"
-    raise ExportError("cannot tell the chat template family for the Modelfile; set "
-                      "model.chat_template to chatml or gemma")
+    family = family_of(chat_template or "")
+    if family not in TURN_FORMATS:
+        raise ExportError("cannot tell the chat template family for the Modelfile; set "
+                          f"model.chat_template to one of {', '.join(TURN_FORMATS)}")
+    return family
 
 
 def modelfile_text(gguf_name: str, family: str, system: str | None, parameters: dict) -> str:
-    template, stop = FAMILIES[family]
+    template, stop = ollama_template(family)
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
     for key, value in parameters.items():
         lines.append(f"PARAMETER {key} {value}")
