@@ -271,6 +271,11 @@ def _cross_field_issues(data: dict, lines: dict[str, int]) -> list[SpecIssue]:
     if method == "full" and lora:
         out.append(SpecIssue("/lora", "a lora section makes no sense with method: full",
                              _MISSING, lines.get("/lora")))
+    t = data.get("training") if isinstance(data.get("training"), dict) else {}
+    if t.get("warmup_ratio") and t.get("warmup_steps"):
+        out.append(SpecIssue("/training/warmup_ratio", "give either training.warmup_steps or "
+                             "training.warmup_ratio, not both", t.get("warmup_ratio"),
+                             lines.get("/training/warmup_ratio")))
     d = data.get("data") if isinstance(data.get("data"), dict) else {}
     if d.get("validation") and d.get("validation_split"):
         out.append(SpecIssue("/data/validation_split",

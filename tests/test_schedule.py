@@ -46,3 +46,18 @@ def test_lr_of_each_update_is_the_schedulers_value_before_it(name, expected):
 def test_the_schedule_is_recorded_as_json():
     j = schedule_for({**BASE, "eval_steps": 4}, 5, True).to_json()
     assert j["optimizer_steps"] == 6 and j["eval_every"] == 4 and j["eval_updates"] == [0, 4, 6]
+
+
+def test_warmup_ratio_becomes_updates_by_the_trainers_rule():
+    s = schedule_for({**BASE, "max_steps": 25, "warmup_ratio": 0.1}, 100, False)
+    assert s.warmup_steps == 3  # ceil(0.1 x 25)
+
+
+def test_warmup_ratio_and_steps_together_are_refused(tmp_path):
+    from jessy_adapters.spec import SpecError, load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text("model: {name_or_path: m}\ndata: {train: d.jsonl}\n"
+                    "training: {warmup_steps: 5, warmup_ratio: 0.1}\n")
+    with pytest.raises(SpecError, match="/training/warmup_ratio: give either"):
+        load_spec(path)

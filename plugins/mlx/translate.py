@@ -123,6 +123,7 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
 
     carried["/training/lr_scheduler"] = "jessy_lr_table (the core's LR of every update)"
     carried["/training/warmup_steps"] = "jessy_lr_table"
+    carried["/training/warmup_ratio"] = "jessy_lr_table (the core's schedule)"
     carried["/training/learning_rate"] = "jessy_lr_table"
 
     opt = t["optimizer"]

@@ -154,6 +154,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
                     "/training/max_steps": "sft.max_steps",
                     "/training/lr_scheduler": "sft.lr_scheduler_type",
                     "/training/warmup_steps": "sft.warmup_steps",
+                    "/training/warmup_ratio": "sft.warmup_steps (the core's schedule)",
                     "/training/weight_decay": "sft.weight_decay",
                     "/training/max_grad_norm": "sft.max_grad_norm (0 = off)",
                     "/training/optimizer": "sft.optim",
