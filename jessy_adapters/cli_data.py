@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from .rows import FORMATS
+
 EXIT_BAD_INPUT = 2
 
 # Existence and kind (FIFO, directory, /dev/zero) are judged by `rows`, as at run time, so
@@ -53,7 +55,7 @@ def _row_options(f):
     """The options that say how to read a row: shared by every `data` command."""
     options = [
         click.option("--format", "fmt", default="prompt_response", show_default=True,
-                     type=click.Choice(["prompt_response", "messages", "text"]),
+                     type=click.Choice(list(FORMATS)),
                      help="Row layout, as the spec's data.format."),
         click.option("--prompt-field", default="prompt", show_default=True),
         click.option("--response-field", default="response", show_default=True),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .backend import PreparedData
 from .rows import (
+    FIELDS,
     MAX_REPORTED,
     ROLES,
     DataFile,
@@ -102,8 +103,7 @@ def _sources(spec: Spec) -> list[tuple[str, str]]:
 
 
 def _fields(spec: Spec) -> dict:
-    return {"prompt": "prompt", "response": "response", "messages": "messages",
-            "text": "text", **spec["data"]["fields"]}
+    return {**FIELDS, **spec["data"]["fields"]}
 
 
 def source_issues(spec: Spec) -> list[DataIssue]:

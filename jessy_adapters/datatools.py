@@ -25,15 +25,13 @@ from typing import Any
 from . import __version__
 from .data import val_count
 from .jsonio import write_json_atomic
+from .rows import FIELDS, DataFile, DataFileError, as_messages, staged_output, to_canonical
 from .rows import MAX_REPORTED as MAX_REPORTED
-from .rows import DataFile, DataFileError, staged_output, to_canonical
 from .rows import ScanCounts as ScanCounts
 from .rows import ScannedLine as ScannedLine
 from .rows import row_problems as row_problems
 
-FORMATS = ("prompt_response", "messages", "text")
-DEFAULT_FIELDS = {"prompt": "prompt", "response": "response", "messages": "messages",
-                  "text": "text"}
+DEFAULT_FIELDS = FIELDS
 ERROR, WARNING = "error", "warning"
 # Kinds that are warnings unless --strict; everything else is malformed and always an error.
 SOFT_KINDS = ("duplicate", "near_duplicate", "too_long", "no_room")
@@ -81,7 +79,9 @@ def _turns(obj: dict, fmt: str, fields: dict) -> list[tuple[str, str]]:
         return [("user", obj[fields["prompt"]]), ("assistant", obj[fields["response"]])]
     if fmt == "text":
         return [("text", obj[fields["text"]])]
-    return [(m["role"], m["content"]) for m in obj[fields["messages"]]]
+    msgs = as_messages(obj, fmt, fields)[0] if fmt in ("alpaca", "sharegpt") else \
+        obj[fields["messages"]]
+    return [(m["role"], m["content"]) for m in msgs]
 
 
 class _DropPunctuation(dict):

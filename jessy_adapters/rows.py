@@ -29,6 +29,15 @@ MAX_ROW_BYTES = 1 << 20
 line is a file without newlines (or an attack), and it is skipped, never held in memory."""
 MAX_REPORTED = 50  # problems printed (or raised) per file; the rest are counted
 ROLES = {"system", "user", "assistant"}
+FORMATS = ("prompt_response", "messages", "text", "alpaca", "sharegpt")
+FIELDS = {"prompt": "prompt", "response": "response", "messages": "messages", "text": "text",
+          "instruction": "instruction", "input": "input", "output": "output",
+          "conversations": "conversations"}
+"""Each format's field names by default (a spec's data.fields renames them)."""
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "model": "assistant", "bot": "assistant", "chatgpt": "assistant",
+                  "system": "system"}
+"""ShareGPT `from` values as chat roles (the names the public ShareGPT sets use)."""
 _CHUNK = 1 << 16
 _UTF8_BOM = b"\xef\xbb\xbf"
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -151,10 +160,52 @@ def _string_field(obj: dict, key: str) -> str | None:
     return None
 
 
+def as_messages(obj: dict, fmt: str, fields: dict) -> tuple[list, list[str]]:
+    """An alpaca or ShareGPT row as chat messages (prompt and response become the user and
+    assistant turns), with what is wrong with its own fields; other formats: ([], [])."""
+    if fmt == "alpaca":
+        problems = [p for p in (_string_field(obj, fields["instruction"]),
+                                _string_field(obj, fields["output"])) if p]
+        extra = obj.get(fields["input"])
+        if extra is not None and not isinstance(extra, str):
+            problems.append(f"field {fields['input']!r} must be a string, got {json_type(extra)}")
+        if problems:
+            return [], problems
+        prompt = obj[fields["instruction"]]
+        if isinstance(extra, str) and extra.strip():
+            prompt += "\n\n" + extra  # Alpaca's instruction, then its input
+        msgs = [{"role": "user", "content": prompt},
+                {"role": "assistant", "content": obj[fields["output"]]}]
+        if isinstance(obj.get("system"), str) and obj["system"].strip():
+            msgs.insert(0, {"role": "system", "content": obj["system"]})
+        return msgs, []
+    if fmt == "sharegpt":
+        turns = obj.get(fields["conversations"])
+        if not isinstance(turns, list) or not turns:
+            return [], [f"field {fields['conversations']!r} must be a non-empty list of "
+                        "{from, value} turns"]
+        msgs, problems = [], []
+        for i, turn in enumerate(turns):
+            role = SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
+            if role is None:
+                problems.append(f"turn {i}: 'from' must be one of "
+                                f"{', '.join(sorted(SHAREGPT_ROLES))} (got "
+                                f"{turn.get('from') if isinstance(turn, dict) else turn!r})")
+                continue
+            msgs.append({"role": role, "content": turn.get("value")})
+        return msgs, problems
+    return [], []
+
+
 def row_problems(obj: Any, fmt: str, fields: dict) -> list[str]:
     """Every reason one parsed row is unusable (empty list: usable), so one pass fixes it."""
     if not isinstance(obj, dict):
         return [f"expected a JSON object per line, got {json_type(obj)}"]
+    if fmt in ("alpaca", "sharegpt"):
+        msgs, problems = as_messages(obj, fmt, fields)
+        if problems:
+            return problems
+        obj, fmt, fields = {"messages": msgs}, "messages", {**fields, "messages": "messages"}
     if fmt == "prompt_response":
         found = [_string_field(obj, fields[role]) for role in ("prompt", "response")]
         return [p for p in found if p]
@@ -193,6 +244,8 @@ def to_canonical(obj: dict, fmt: str, fields: dict, system_prompt: str | None) -
     if fmt == "prompt_response":
         msgs = [{"role": "user", "content": obj[fields["prompt"]]},
                 {"role": "assistant", "content": obj[fields["response"]]}]
+    elif fmt in ("alpaca", "sharegpt"):
+        msgs, _ = as_messages(obj, fmt, fields)
     else:
         msgs = [{"role": m["role"], "content": m["content"]} for m in obj[fields["messages"]]]
     if system_prompt and msgs[0]["role"] != "system":
