@@ -612,5 +612,9 @@ from .cli_compare import compare  # noqa: E402  (after cli: cli_compare reads cl
 
 cli.add_command(compare)
 
+from .cli_import import import_command  # noqa: E402
+
+cli.add_command(import_command)
+
 if __name__ == "__main__":  # pragma: no cover
     cli()

@@ -83,6 +83,18 @@ def test_wheel_commands_work_from_another_folder(wheel_venv, tmp_path, smollm2):
         assert r.returncode == 0, (backend, r.stderr)
         assert (out / "command.txt").is_file(), backend
 
+    for command in ("compare", "import", "data", "eval", "export"):  # every sub-package ships
+        r = jessy(wheel_venv, command, "--help", cwd=tmp_path)
+        assert r.returncode == 0, (command, r.stderr)
+    import_src = ROOT / "tests" / "data" / "import"
+    native = next(import_src.glob("*.yaml"))
+    r = jessy(wheel_venv, "import", str(native), "-o", str(tmp_path / "imported.yaml"),
+              "--model", smollm2, cwd=tmp_path)
+    assert "Traceback" not in r.stderr, r.stderr
+
+    r = jessy(wheel_venv, "model", "build", "tiny-qwen2", cwd=tmp_path)  # package templates
+    assert r.returncode == 0, r.stderr
+
     r = jessy(wheel_venv, "model", "build", "smollm2-135m-instruct", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert Path(r.stdout.strip().splitlines()[-1]) == Path(smollm2)
