@@ -21,6 +21,9 @@ from . import failures
 from .failures import Failure
 
 LOCK = ".lock"
+RESERVE = 256 * 1024
+"""Bytes the lock file holds back while a run is owned: on a full disk they are given up so
+that run.json can still be finished."""
 PHASES = ("created", "prepared", "launch", "normalised")
 """Phase boundaries a fault test can hold a run at (JESSY_PAUSE_AT=<phase>)."""
 
@@ -38,12 +41,14 @@ def _lock(path: Path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        owner = os.pread(fd, 16, 0).split(b"\n")[0].decode(errors="replace").strip() or "?"
         os.close(fd)
         raise RunBusy(f"{path} is in use by another jessy process (pid {owner}); wait for it "
                       "to finish or stop it first") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    os.pwrite(fd, f"{os.getpid():<15}\n".encode(), 0)
+    with contextlib.suppress(OSError):  # a disk already too full: no reserve, still owned
+        os.pwrite(fd, b"\0" * RESERVE, 16)
     return fd
 
 
@@ -58,22 +63,28 @@ def settle(run, status: str, failure: Failure) -> None:
 
     for attempt in run.manifest.get("attempts", []):
         if attempt.get("status") == "running":
-            attempt.update(status="failed" if status == "failed" else status, finished=_now(),
+            attempt.update(status=status, finished=_now(),
                            failure={"kind": failure.kind, "reason": failure.reason})
     if run.manifest.get("failure") is None or run.manifest.get("status") == "running":
         run.manifest["failure"] = {"kind": failure.kind, "reason": failure.reason}
     try:
         run.finish(status)
-    except OSError as exc:
-        print(f"jessy: could not write {run.path / 'run.json'}: {exc.strerror}",
-              file=sys.stderr)
+    except OSError:
+        with contextlib.suppress(OSError):  # give back the lock file's reserve, try again
+            os.truncate(run.path / LOCK, 16)
+        try:
+            run.finish(status)
+        except OSError as exc:
+            print(f"jessy: could not write {run.path / 'run.json'}: {exc.strerror}",
+                  file=sys.stderr)
 
 
 @contextlib.contextmanager
 def owning(run, console=print):
     """Own `run` for the block: lock it, turn SIGTERM into an interrupt, and finish run.json
-    on every way out. An interrupt ends the block normally (the run says `interrupted`);
-    any other exception is recorded, then re-raised."""
+    on every way out. An interrupt or an OS error (disk full, read-only) ends the block
+    normally, the run saying `interrupted` or `failed` and why; any other exception is
+    recorded, then re-raised."""
     fd = _lock(run.path)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
@@ -86,6 +97,13 @@ def owning(run, console=print):
         settle(run, "interrupted", Failure(failures.INTERRUPTED,
                                            "stopped by the user (SIGINT/SIGTERM) while no "
                                            "backend was running"))
+    except OSError as exc:
+        # the machine, not the spec or jessy: a full disk, a folder made read-only mid-run
+        # (what was written so far stays; the message says where it failed)
+        where = f" ({exc.filename})" if exc.filename else ""
+        console(f"error: jessy could not write: {exc.strerror or exc}{where}")
+        settle(run, "failed", Failure(failures.CRASHED, f"jessy could not write: "
+                                      f"{exc.strerror or exc}{where}"))
     except BaseException as exc:
         settle(run, "failed", Failure(failures.CRASHED,
                                       f"jessy failed: {type(exc).__name__}: {exc}"))

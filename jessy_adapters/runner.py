@@ -8,6 +8,7 @@ attempts/NN-<backend>/ whatever happens after it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import math
 import os
@@ -375,6 +376,13 @@ class Runner:
                                                       f"{event.get('step')}")
             while proc.poll() is None:
                 time.sleep(0.1)
+        except BaseException:
+            # jessy itself failed while the backend ran (a full disk writing metrics, a bug):
+            # stop the backend too, so no trainer outlives the attempt that owns it
+            self._stop(failures.CRASHED, "jessy stopped the backend after its own error")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=3 * GRACE_SECONDS)
+            raise
         finally:
             if timer:
                 timer.cancel()

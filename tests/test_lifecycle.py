@@ -127,3 +127,37 @@ def test_resume_of_a_broken_folder_is_a_clear_error(content, tmp_path):
         open_run(tmp_path)
     with pytest.raises(ResumeError, match="not a jessy run folder"):
         open_run(tmp_path / "nothing-here")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (root only): a disk that fills up for real."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(disk: Path) -> None:
+    subprocess.run(["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=64k"],
+                   capture_output=True)
+
+
+@pytest.mark.parametrize("phase", ["prepared", "launch"])
+def test_a_full_disk_finishes_the_run_with_the_reason(phase, spec_file, small_disk):
+    out = small_disk / "runs"
+    proc = start(spec_file, out, "ok", pause=phase)
+    marker = wait_for(f"*/.paused-{phase}", out)
+    fill(small_disk)
+    marker.unlink()
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert proc.returncode == 1, err
+    m = manifest_of(marker.parent)
+    assert_finished(m, "failed")
+    assert "No space left on device" in m["failure"]["reason"], m["failure"]
+    assert (marker.parent / "spec.yaml").is_file()  # what was written before stays
