@@ -111,6 +111,8 @@ def owning(run, console=print):
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 16)  # the reserve is for the run's lifetime only
         os.close(fd)  # releases the lock
 
 
@@ -129,12 +131,13 @@ def mark_dead_attempts(run) -> None:
 
 def pause_point(run, phase: str) -> None:
     """Test hook: with JESSY_PAUSE_AT=<phase>, write `<run>/.paused-<phase>` and wait until
-    it is removed (or a signal arrives), so faults reach each phase deterministically."""
+    it is removed or says `go` (or a signal arrives), so faults reach each phase
+    deterministically; `go` releases without freeing disk space (the full-disk tests)."""
     if os.environ.get("JESSY_PAUSE_AT") != phase:
         return
     import time
 
     marker = run.path / f".paused-{phase}"
     marker.write_text(str(os.getpid()))
-    while marker.exists():
+    while marker.exists() and marker.read_text(errors="replace") != "go":
         time.sleep(0.02)

@@ -311,10 +311,17 @@ class Runner:
         lines: queue.Queue[str | None] = queue.Queue()
 
         def drain_stderr() -> None:
+            # keeps reading when the log cannot be written (a full disk): a backend whose
+            # stderr pipe is not drained blocks; its last lines stay in `tail`
+            writable = True
             for line in proc.stderr:
-                stderr_log.write(line)
-                stderr_log.flush()
                 tail.append(line)
+                if writable:
+                    try:
+                        stderr_log.write(line)
+                        stderr_log.flush()
+                    except OSError:
+                        writable = False
 
         def drain_stdout() -> None:
             for line in proc.stdout:
@@ -391,8 +398,9 @@ class Runner:
                     signal.signal(sig, handler)
             for reader in readers:
                 reader.join(timeout=5)
-            stdout_log.close()
-            stderr_log.close()
+            for log in (stdout_log, stderr_log):
+                with contextlib.suppress(OSError):  # a full disk: the first error is reported
+                    log.close()
             self._child = None
         code = proc.returncode
         if self._stop_reason:
