@@ -145,10 +145,24 @@ def test_timeout_is_classified(spec, tmp_path):
     assert m["attempts"][0]["failure"]["kind"] == "timeout"
 
 
+def interrupt_once_training(root, pattern="*/attempts/01-*/stdout.log"):
+    """SIGINT to this process once the backend has printed its first line (so the signal
+    reaches training on a slow machine too, not data preparation)."""
+    def watch():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(p.stat().st_size for p in root.glob(pattern)):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def test_sigint_interrupts_gracefully_and_keeps_everything(spec, tmp_path):
     reg = registry_with(make_backend("slow", "sleep"), make_backend("never"))
     runner = Runner(reg, console=lambda m: None)
-    threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    interrupt_once_training(tmp_path / "runs")
     result = runner.run(spec, ["slow", "never"], tmp_path / "runs")
     m = assert_valid_manifest(result.path)
     assert m["status"] == "interrupted"
@@ -162,7 +176,7 @@ def test_stubborn_backend_is_killed_after_the_grace(spec, tmp_path, monkeypatch)
     monkeypatch.setattr(runner_mod, "GRACE_SECONDS", 0.5)
     reg = registry_with(make_backend("stubborn", "stubborn"))
     runner = Runner(reg, console=lambda m: None)
-    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    interrupt_once_training(tmp_path / "runs")
     start = time.monotonic()
     result = runner.run(spec, ["stubborn"], tmp_path / "runs")
     assert time.monotonic() - start < 15
