@@ -55,10 +55,11 @@ def test_mlx_continues_from_unsloths_last_checkpoint(tmp_path, tiny_model, toy_d
     assert killed
     m = box["run"].manifest
     assert m["attempts"][0]["failure"]["kind"] == "crashed"
-    # the newest checkpoint at the kill: with 0.06 s steps one or two more may land after
-    # checkpoint-4 was seen and before SIGKILL
+    # the newest complete checkpoint at the kill: with 0.06 s steps one or two more may land
+    # after checkpoint-4 was seen and before SIGKILL, and the one being written when the kill
+    # came (no trainer_state.json yet) must not be the one continued from
     output = box["run"].path / "attempts" / "01-unsloth" / "output"
-    newest = max((p for p in output.glob("checkpoint-*") if p.is_dir()),
+    newest = max((p for p in output.glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
                  key=lambda p: int(p.name.split("-")[1]))
     assert m["attempts"][0]["continue_adapter"].endswith(newest.name)
     assert int(newest.name.split("-")[1]) >= 4
