@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[1] / "jessy_adapters"
+# sub-packages whose modules are each imported too (the CLI and export import heavy
+# libraries only inside functions)
+CORE_PACKAGES = ("cli", "export")
 BACKEND_LIBS = {"mlx", "mlx_lm", "unsloth", "unsloth_zoo", "axolotl", "llamafactory", "trl",
                 "deepspeed", "bitsandbytes"}
 
@@ -32,6 +35,9 @@ def test_no_backend_import_in_core_sources():
 def test_importing_every_core_module_loads_no_backend_or_torch():
     modules = sorted(f"jessy_adapters.{p.stem}" for p in CORE.glob("*.py")
                      if p.stem != "__init__")
+    modules += sorted(f"jessy_adapters.{package}.{p.stem}" for package in CORE_PACKAGES
+                      for p in (CORE / package).glob("*.py")
+                      if p.stem not in ("__init__", "__main__"))
     code = ("import sys, json\n" + "".join(f"import {m}\n" for m in modules) +
             "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))")
     loaded = set(json.loads(subprocess.check_output([sys.executable, "-c", code], text=True)))

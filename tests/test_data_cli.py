@@ -23,12 +23,8 @@ from jessy_adapters.datatools import (
 
 
 def _data_argv() -> list[str]:
-    """`jessy data` through the main CLI once it is wired in, else the group on its own."""
-    from jessy_adapters.cli import cli
-
-    if "data" in getattr(cli, "commands", {}):
-        return ["-m", "jessy_adapters.cli", "data"]
-    return ["-m", "jessy_adapters.cli_data"]
+    """`jessy data` through the main CLI, as a user runs it."""
+    return ["-m", "jessy_adapters.cli", "data"]
 
 
 def jessy(*args, env=None, check=False):
@@ -193,7 +189,7 @@ def test_validate_bad_input_exit_codes(tmp_path):
 MEMORY_PROBE = """
 import json, resource, sys
 from jessy_adapters import datatools
-from jessy_adapters.cli_data import data
+from jessy_adapters.cli.data import data
 
 def peak():
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -50,8 +50,9 @@ def test_template_family():
 
 def test_q4_k_m_without_llama_cpp_says_how(tmp_path, monkeypatch):
     import jessy_adapters.export as export
+    from jessy_adapters.export import gguf
 
-    monkeypatch.setattr(export, "llama_library", lambda: None)
+    monkeypatch.setattr(gguf, "llama_library", lambda: None)  # where to_gguf looks it up
     with pytest.raises(ExportError, match="install node and npm"):
         export.to_gguf(tmp_path, "q4_k_m", tmp_path / "x.gguf")
 

@@ -40,7 +40,7 @@ def test_bundle_carries_spec_data_and_jessy_for_a_builtin_model(tmp_path, monkey
     assert remote["model"]["name_or_path"] == "builtin:smollm2-135m-instruct"
     for path in remote["data"]["train"] + [remote["evaluation"]["held_out"]]:
         assert path in files and files[path].strip(), path
-    assert "jessy-src/jessy_adapters/cli.py" in files
+    assert "jessy-src/jessy_adapters/cli/__init__.py" in files
     assert "jessy-src/plugins/axolotl/runtime/jessy_axolotl_plugin.py" in files
     assert not any("__pycache__" in f for f in files)
     assert all("hf_do_not_leak_123" not in text for text in files.values())

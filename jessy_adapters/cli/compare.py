@@ -1,6 +1,6 @@
 """`jessy compare SPEC --backends a,b,c`: a thin click command over jessy_adapters.compare.
 
-Exit codes as in `cli.py`: 0 when at least one backend succeeded, 1 when none did, 2 for bad
+Exit codes as in `common.py`: 0 when at least one backend succeeded, 1 when none did, 2 for bad
 input (found before anything runs), 130 when interrupted (run the same command to go on).
 """
 
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import click
 
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, _load_spec_or_exit, _registry
 
 
 @click.command("compare")
@@ -48,10 +47,9 @@ def compare(ctx, spec, backend_list, with_eval, weights, output, require_gpu, ti
       jessy compare specs/examples/quickstart.yaml --backends mlx,unsloth --eval \\
           --weights quality=50,speed=30,memory=20
     """
-    from .cli import _load_spec_or_exit, _registry
-    from .compare import CompareError, WeightsError, compare_folder, parse_backends, parse_weights
-    from .compare import compare as run_comparison
-    from .runner import Runner
+    from ..compare import CompareError, WeightsError, compare_folder, parse_backends, parse_weights
+    from ..compare import compare as run_comparison
+    from ..runner import Runner
 
     try:
         parsed_weights = parse_weights(weights)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-EXIT_BAD_INPUT = 2
+from .common import EXIT_BAD_INPUT
 
 
 def report_lines(ctx) -> list[str]:
@@ -30,7 +30,7 @@ def _absolute(path: str | None) -> str | None:
 
 def in_schema_order(spec: dict) -> dict:
     """The spec's sections and keys in the schema's order, as a person would write them."""
-    from .spec import load_schema
+    from ..spec import load_schema
 
     def order(node, schema):
         if not isinstance(node, dict) or "properties" not in schema:
@@ -65,7 +65,7 @@ def import_command(dialect, output, model_path, data_path, native_file):
     """
     import yaml
 
-    from .importers import ImportRefused, NativeFileError, import_file
+    from ..importers import ImportRefused, NativeFileError, import_file
 
     try:
         imported = import_file(native_file, dialect, _absolute(model_path), _absolute(data_path))
