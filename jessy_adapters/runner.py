@@ -45,6 +45,7 @@ RUNTIME_PATH = package_file("runtime")
 GRACE_SECONDS = float(os.environ.get("JESSY_GRACE_SECONDS", "20"))
 _SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.I)
 NAN_PATIENCE = 1
+PRUNED = "pruned"  # a stop reason, not a failure class (failures.ALL)
 DIVERGENCE_FACTOR = 50.0
 
 
@@ -68,6 +69,7 @@ class Runner:
     """Called with every metric event as it is recorded (`jessy run --events`)."""
     _child: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _stop_reason: str | None = field(default=None, init=False, repr=False)
+    _pruned: dict | None = field(default=None, init=False, repr=False)
 
     # --- the whole run -------------------------------------------------------------------
     def run(self, spec: Spec, chain: list[str], output_dir: Path,
@@ -129,9 +131,16 @@ class Runner:
 
     def _chain(self, spec: Spec, inputs: RunInputs, run: RunDir, chain: list[str],
                first_number: int) -> RunDir:
+        self._pruned = None
         for offset, name in enumerate(chain):
             number = first_number + offset
             failure = self._attempt(spec, inputs, run, number, name)
+            if self._pruned:
+                # a sweep's verdict on the hyper-parameters, not on the backend: no fallback
+                run.manifest["pruned"] = self._pruned
+                run.manifest["failure"] = None
+                run.finish("pruned")
+                return run
             if failure is None:
                 run.manifest["winner"] = name
                 run.manifest["failure"] = None
@@ -266,6 +275,9 @@ class Runner:
                                   number, translation.total_steps)
         lap("backend_s")
         record["exit_code"] = outcome.exit_code
+        if self._pruned:
+            run.manifest["summary"] = summarise(run.metrics(), name, time.monotonic() - start)
+            return end("pruned", None)
         if not outcome.ok:
             return end("failed", outcome.failure)
         full = spec["method"] == "full"  # a whole model, not an adapter
@@ -405,6 +417,8 @@ class Runner:
         code = proc.returncode
         if self._stop_reason:
             kind, _, detail = self._stop_reason.partition("|")
+            if kind == PRUNED:
+                return Outcome(False, None, code, events)
             reason = detail or {failures.INTERRUPTED: "stopped by the user (SIGINT/SIGTERM)",
                                 failures.TIMEOUT: f"no result within {self.timeout} s"}[kind]
             return Outcome(False, Failure(kind, reason), code, events)
@@ -418,6 +432,13 @@ class Runner:
         run.manifest["attempts"][number - 1]["runtime"] = event
         run.save()
         self.console("[runtime] " + ", ".join(f"{k}={v}" for k, v in event.items()))
+
+    def prune(self, reason: str, step: int | None = None) -> None:
+        """Stop the running backend because a sweep judged its trial behind (called from
+        `on_event`): the run ends as `pruned`, a status of its own, with no fallback."""
+        if self._pruned is None and self._stop_reason is None:
+            self._pruned = {"reason": reason, "step": step}
+            self._stop(PRUNED, reason)
 
     def _stop(self, kind: str, detail: str = "") -> None:
         """Ask the backend to stop (SIGINT), then insist (SIGTERM, SIGKILL) after a grace."""
@@ -490,7 +511,7 @@ def open_run(path: Path) -> RunDir:
         if not isinstance(m, dict) or not isinstance(m.get("attempts"), list) or not all(
                 isinstance(a, dict) for a in m["attempts"]):
             raise TypeError("attempts is not a list of objects")
-        if m.get("status") not in ("running", "failed", "interrupted", "succeeded"):
+        if m.get("status") not in ("running", "failed", "interrupted", "succeeded", "pruned"):
             raise TypeError(f"unknown status {m.get('status')!r}")
         if m["status"] != "succeeded" and any(a.get("dir") for a in m["attempts"]):
             prepared_from_manifest(run)
