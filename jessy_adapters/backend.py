@@ -16,11 +16,14 @@ if TYPE_CHECKING:
     from .spec import Spec
 
 EVENT_PREFIX = "JESSY_EVENT "
+"""Runner scripts inside backend environments print one JSON metric per line after this."""
+
+ENVIRONMENTS = ("own", "jessy")
+"""The values of `Backend.environment`."""
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 """Every backend subprocess: nothing downloads or phones home at run time."""
-"""Runner scripts inside backend environments print one JSON metric per line after this."""
 
 
 @dataclass
@@ -106,6 +109,12 @@ class Backend(ABC):
 
     uninstall: ClassVar[tuple[str, ...]] = ()
     """Removed after install: packages a dependency drags in that break the environment."""
+
+    environment: ClassVar[str] = "own"
+    """Where `Translation.command` runs: "own", the backend's venv under $JESSY_HOME/envs
+    (`jessy env create`, from `requirements`); or "jessy", jessy's own interpreter
+    (sys.executable), for a backend whose libraries install beside jessy (e.g. its `hf`
+    extra): `requirements` stays empty and `check` finds them with importlib.util.find_spec."""
 
     @abstractmethod
     def check(self, env: BackendEnv, require_accelerator: bool = False) -> Availability:

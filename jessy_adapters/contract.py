@@ -1,16 +1,13 @@
-"""The backend contract suite, importable so third-party backend plugins can run it too.
+"""The backend contract suite: one definition, run on every built-in backend and, through the
+pytest plugin `jessy_adapters.testing` (entry point `pytest11: jessy`), on any installed
+backend plugin::
 
-In a plugin's own tests::
+    pytest --jessy-backend mybackend
 
-    import pytest
-    from jessy_adapters.contract import *  # noqa: F401,F403 (the contract's tests)
-
-    @pytest.fixture(scope="session")
-    def backend_name():
-        return "mybackend"
-
-jessy's own tests/contract/ runs it for every built-in backend. The fixtures it needs
-(`tiny_model`, `toy_data`) come from jessy's tests/conftest.py; a plugin can copy them.
+jessy's own tests/contract/ runs it for every built-in backend by importing these tests. The
+fixtures they need beyond this module's (`backend_name`, `tiny_model`, `toy_data`) come from
+`jessy_adapters.testing.fixtures`: the plugin registers them when asked to run the contract,
+and jessy's tests/conftest.py imports them.
 """
 
 from __future__ import annotations
@@ -100,7 +97,7 @@ def test_contract_check_is_cheap_and_explains_itself(backend_name, tmp_path):
     heavy = {"torch", "mlx", "unsloth", "transformers", "axolotl", "llamafactory"}
     loaded = {m.split(".")[0] for m in set(sys.modules) - before}
     assert avail.reason
-    if backend.trains:  # training backends live in their own environments
+    if backend.trains and backend.environment == "own":  # lives in its own environment
         assert not avail.ok and "jessy env create" in avail.reason
     assert not (loaded & heavy), loaded
     importlib.invalidate_caches()
@@ -110,16 +107,26 @@ def test_contract_check_is_cheap_and_explains_itself(backend_name, tmp_path):
 
 @pytest.fixture
 def backend_env(backend_name):
+    """The backend's environment, ready to train in: its own venv (`jessy env create`), or,
+    for `environment = "jessy"`, jessy's interpreter once `check` finds its libraries there.
+    Skips otherwise, unless JESSY_REQUIRE_BACKENDS names the backend (then it fails)."""
     import os
 
     _skip_if_not_training(backend_name)
     _skip_if_remote(backend_name)
+    backend = load_registry().get(backend_name)
     env = BackendEnv(backend_name)
-    if not env.exists():
-        required = os.environ.get("JESSY_REQUIRE_BACKENDS", "").split(",")
+    if backend.environment == "jessy":
+        avail = backend.check(env)
+        ready = avail.ok
+        message = f"{backend_name} cannot run in jessy's environment: {avail.reason}"
+    else:
+        ready = env.exists()
         message = f"{backend_name} environment missing (jessy env create {backend_name})"
+    if not ready:
+        required = {b.strip() for b in os.environ.get("JESSY_REQUIRE_BACKENDS", "").split(",")}
         if backend_name in required:
-            pytest.fail(message)
+            pytest.fail(message + " but JESSY_REQUIRE_BACKENDS requires it")
         pytest.skip(message)
     return env
 

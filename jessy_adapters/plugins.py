@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import hookspecs
-from .backend import Backend
+from .backend import ENVIRONMENTS, Backend
 
 
 class RegistryError(Exception):
@@ -33,6 +33,9 @@ class Registry:
         name = getattr(cls, "name", None)
         if not name:
             raise RegistryError(f"{source}: backend class {cls.__name__} has no name")
+        if cls.environment not in ENVIRONMENTS:
+            raise RegistryError(f"{source}: backend {name!r} declares environment "
+                                f"{cls.environment!r}; expected one of {', '.join(ENVIRONMENTS)}")
         if name in self.backends:
             raise RegistryError(f"backend {name!r} registered twice ({self.sources[name]} "
                                 f"and {source})")

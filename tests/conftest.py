@@ -1,4 +1,5 @@
-"""Shared fixtures: the real SmolLM2 model, a tiny random Llama, backend environments.
+"""Shared fixtures: the real SmolLM2 model, a tiny random Llama, toy data (all three from
+jessy_adapters.testing.fixtures), backend environments.
 
 Tests that need a backend environment skip when it is missing, unless
 JESSY_REQUIRE_BACKENDS lists that backend (CI sets it), in which case they fail.
@@ -22,6 +23,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The contract's fixtures, defined once for jessy's tests and the pytest plugin alike: the
+# real SmolLM2 (`smollm2`), the tiny random Llama with its tokenizer (`tiny_model`), the toy
+# facts (`toy_data`).
+from jessy_adapters.testing.fixtures import smollm2, tiny_model, toy_data  # noqa: E402, F401
+
 
 def require_env(backend: str):
     from jessy_adapters.envs import BackendEnv
@@ -37,45 +43,8 @@ def require_env(backend: str):
 
 
 @pytest.fixture(scope="session")
-def smollm2() -> str:
-    """The real SmolLM2-135M-Instruct HF folder (built once into $JESSY_HOME/models)."""
-    from jessy_adapters.models import resolve_model
-
-    return resolve_model("builtin:smollm2-135m-instruct")
-
-
-@pytest.fixture(scope="session")
-def tiny_model(smollm2, tmp_path_factory) -> str:
-    """2-layer, 64-wide random Llama with SmolLM2's tokenizer: real training in seconds."""
-    from jessy_adapters.models import build_tiny_llama
-
-    return str(build_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama", smollm2))
-
-
-@pytest.fixture(scope="session")
 def mlx_env():
     return require_env("mlx")
-
-
-@pytest.fixture
-def toy_data(tmp_path) -> Path:
-    """A memorisable toy set: 8 facts, each repeated, so loss must fall fast."""
-    import json
-
-    facts = [("What is your name?", "My name is Jessy."),
-             ("What is your favourite colour?", "Teal, always teal."),
-             ("Where do you run?", "On a MacBook."),
-             ("What is your cat called?", "Pixel."),
-             ("What is your motto?", "Stay curious, stay kind."),
-             ("Which planet do you like?", "Saturn."),
-             ("What do you drink?", "Jasmine tea."),
-             ("What is your number?", "Seven.")]
-    path = tmp_path / "toy.jsonl"
-    with open(path, "w") as fh:
-        for _ in range(4):
-            for p, r in facts:
-                fh.write(json.dumps({"prompt": p, "response": r}) + "\n")
-    return path
 
 
 def write_spec(path: Path, text: str) -> Path:

@@ -1,5 +1,7 @@
 """docs/plugins.md tells the whole contract (datasette's meta-test): every public member of
-Backend and every field of RunInputs is documented, with the signature the code has."""
+Backend and every field of RunInputs is documented, with the signature the code has, and so
+are the contract's pytest plugin options and fixtures. Each check is shown to fail on a
+member the page does not know (tests of the tests)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,11 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
+from jessy_adapters import contract
 from jessy_adapters.backend import Backend, RunInputs
+from jessy_adapters.testing import fixtures, plugin
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
 
@@ -39,12 +45,60 @@ def undocumented(cls: type, doc: str) -> list[str]:
     return problems
 
 
+def undocumented_fields(cls: type, doc: str) -> list[str]:
+    """Fields of the dataclass `cls` missing from the RunInputs table, and rows of the table
+    that name no field."""
+    fields, shown = {f.name for f in dataclasses.fields(cls)}, documented_fields(doc)
+    return ([f"{f} is not documented" for f in sorted(fields - shown)]
+            + [f"{f} is documented but not a field" for f in sorted(shown - fields)])
+
+
+def _is_fixture(obj) -> bool:
+    return type(obj).__name__ == "FixtureFunctionDefinition" or hasattr(
+        obj, "_pytestfixturefunction")
+
+
+def plugin_names() -> set[str]:
+    """The pytest plugin's command-line and ini options, and every fixture the contract runs
+    with (its own module's, the fixtures module's, and `backend_name`)."""
+    class Recorder:
+        def __init__(self):
+            self.names: set[str] = set()
+
+        def getgroup(self, *args, **kwargs):
+            return self
+
+        def addoption(self, *names, **kwargs):
+            self.names.update(names)
+
+        def addini(self, name, *args, **kwargs):
+            self.names.add(name)
+
+    recorder = Recorder()
+    plugin.pytest_addoption(recorder)
+    found = {n for module in (contract, fixtures) for n, obj in vars(module).items()
+             if _is_fixture(obj)}
+    return recorder.names | found | {"backend_name"}
+
+
+def undocumented_plugin_names(names: set[str], doc: str) -> list[str]:
+    section = doc.split("## Testing a plugin", 1)[-1].split("\n## ", 1)[0]
+    return [f"{n} is not documented" for n in sorted(names) if f"`{n}" not in section]
+
+
 def test_every_backend_member_is_documented_with_its_signature():
     assert undocumented(Backend, DOC) == []
 
 
 def test_every_run_inputs_field_is_documented():
-    assert documented_fields(DOC) == {f.name for f in dataclasses.fields(RunInputs)}
+    assert undocumented_fields(RunInputs, DOC) == []
+
+
+def test_every_option_and_fixture_of_the_pytest_plugin_is_documented():
+    names = plugin_names()
+    assert {"--jessy-backend", "jessy_backends", "tiny_model", "toy_data", "smollm2",
+            "stand_in_model", "backend_env", "backend_name"} <= names
+    assert undocumented_plugin_names(names, DOC) == []
 
 
 def test_the_meta_test_catches_an_undocumented_member():
@@ -55,3 +109,30 @@ def test_the_meta_test_catches_an_undocumented_member():
     assert undocumented(Grown, DOC) == ["warm_up is not documented"]
     renamed = DOC.replace("`check(env, require_accelerator=False)", "`check(env, gpu=False)")
     assert any("check" in p for p in undocumented(Backend, renamed))
+
+
+def test_the_meta_test_catches_a_member_added_to_backend_itself(monkeypatch):
+    def warm_up(self, env, seconds=3):
+        """A member grown on Backend that the docs do not know."""
+
+    monkeypatch.setattr(Backend, "warm_up", warm_up, raising=False)
+    assert undocumented(Backend, DOC) == ["warm_up is not documented"]
+
+
+def test_the_meta_test_catches_an_undocumented_run_inputs_field():
+    @dataclasses.dataclass
+    class GrownInputs(RunInputs):
+        max_tokens: int | None = None
+
+    assert undocumented_fields(GrownInputs, DOC) == ["max_tokens is not documented"]
+    dropped = DOC.replace("| `init_adapter` |", "| init adapter |")
+    assert undocumented_fields(RunInputs, dropped) == ["init_adapter is not documented"]
+
+
+@pytest.mark.parametrize("name", ["--jessy-backend", "tiny_model", "backend_env"])
+def test_the_meta_test_catches_an_undocumented_plugin_option_or_fixture(name):
+    assert undocumented_plugin_names(plugin_names() | {"jessy_new_fixture"}, DOC) == [
+        "jessy_new_fixture is not documented"]
+    section = DOC.split("## Testing a plugin", 1)[1].split("\n## ", 1)[0]
+    gone = DOC.replace(section, section.replace(f"`{name}", "`renamed"))
+    assert f"{name} is not documented" in undocumented_plugin_names(plugin_names(), gone)

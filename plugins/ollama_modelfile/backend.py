@@ -20,6 +20,7 @@ class OllamaModelfileBackend(Backend):
     description = ("Baseline: base model as GGUF + Ollama Modelfile with the SYSTEM prompt; "
                    "no training")
     trains = False
+    environment = "jessy"  # make_modelfile.py runs with jessy's interpreter
 
     def check(self, env, require_accelerator: bool = False) -> Availability:
         missing = [m for m in ("torch", "transformers", "gguf")
