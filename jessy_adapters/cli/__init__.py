@@ -15,6 +15,7 @@ import click
 
 from .. import __version__
 from ..sweep.command import sweep as sweep_command
+from ..ui.command import ui as ui_command
 from . import (
     backends,
     compare,
@@ -71,4 +72,4 @@ def cli():
 
 # Commands that live in their own package (with the rest of that feature):
 cli.add_command(sweep_command)
-# `ui` (jessy_adapters.ui.command) registers here once written.
+cli.add_command(ui_command)

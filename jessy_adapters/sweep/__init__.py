@@ -8,10 +8,17 @@ optimise, where each metric is read), study (the trials, pruning, resuming) and 
 
 from __future__ import annotations
 
-from .objectives import METRICS, ObjectiveError, parse_constraint
-from .report import write_report
-from .space import SpaceError, load_space
-from .study import SweepError, SweepOptions, run_sweep, sweep_folder
+import importlib
 
-__all__ = ["METRICS", "ObjectiveError", "SpaceError", "SweepError", "SweepOptions",
-           "load_space", "parse_constraint", "run_sweep", "sweep_folder", "write_report"]
+# name -> module: imported on first use, so registering the command keeps `jessy --help` fast
+_EXPORTS = {"METRICS": "objectives", "ObjectiveError": "objectives",
+            "parse_constraint": "objectives", "write_report": "report", "SpaceError": "space",
+            "load_space": "space", "SweepError": "study", "SweepOptions": "study",
+            "run_sweep": "study", "sweep_folder": "study"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
