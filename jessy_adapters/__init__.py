@@ -12,6 +12,7 @@ from .backend import (  # noqa: E402
     OFFLINE_ENV,
     Availability,
     Backend,
+    LaunchTarget,
     PreparedData,
     Refusal,
     RunInputs,
@@ -22,6 +23,6 @@ from .failures import Failure  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .schedule import Schedule, run_schedule  # noqa: E402
 
-__all__ = ["EVENT_PREFIX", "OFFLINE_ENV", "Availability", "Backend", "Failure", "PreparedData",
-           "Refusal", "RunInputs", "Schedule", "Translation", "TranslationRefused",
-           "__version__", "hookimpl", "run_schedule"]
+__all__ = ["EVENT_PREFIX", "OFFLINE_ENV", "Availability", "Backend", "Failure", "LaunchTarget",
+           "PreparedData", "Refusal", "RunInputs", "Schedule", "Translation",
+           "TranslationRefused", "__version__", "hookimpl", "run_schedule"]

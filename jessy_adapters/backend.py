@@ -104,8 +104,9 @@ class Backend(ABC):
     """False for backends that produce no adapter (the Modelfile baseline)."""
 
     runs_here: ClassVar[bool] = True
-    """False for launch targets that train on another machine (SkyPilot): the contract then
-    checks their translation, and their own tests validate the task they launch."""
+    """False for launch targets that train on another machine (`LaunchTarget`, e.g.
+    SkyPilot): the contract then checks their translation, and their own tests validate the
+    task they launch."""
 
     uninstall: ClassVar[tuple[str, ...]] = ()
     """Removed after install: packages a dependency drags in that break the environment."""
@@ -156,3 +157,25 @@ class Backend(ABC):
     def after_env_create(self, env: BackendEnv) -> list[str]:
         """Post-install checks; return human notes (e.g. which BLAS was found)."""
         return []
+
+
+class LaunchTarget(Backend):
+    """A backend that trains on another machine (SkyPilot: Plan D on a cloud GPU). Besides
+    being a backend of a chain (translate, normalise), it writes a task bundle that
+    `jessy launch --target NAME` hands the user: what `bundle` returns is written under
+    out_dir, its command printed, and with `--now` run there in the target's environment."""
+
+    runs_here: ClassVar[bool] = False
+
+    task_file: ClassVar[str]
+    """Required: the bundle's file the command launches (SkyPilot: "sky-task.yaml"), named
+    in what `jessy launch` prints."""
+
+    @abstractmethod
+    def bundle(self, spec: Spec, out_dir: Path, env: BackendEnv, plan: str, accelerator: str,
+               cloud: str | None) -> tuple[dict[str, str], list[str], list[str]]:
+        """(files, command, notes): the bundle's files by path relative to out_dir (one of
+        them `task_file`, the task the command launches), the argv that launches it
+        with cwd = out_dir, and notes for the user. `plan` is the chain the remote machine
+        runs, `accelerator` its GPU type, `cloud` a cloud to pin or None. Raise ValueError
+        (or OSError) with a message the user can act on; write nothing."""

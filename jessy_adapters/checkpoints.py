@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+OUTPUT_DIR = "output"
+"""Where the built-in HF-Trainer backends point the Trainer's output_dir, relative to the
+attempt folder: a plugin with another layout passes its own to the functions below."""
+
 
 def latest_hf_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete `checkpoint-N/` a Hugging Face Trainer wrote (trainer_state.json
@@ -18,13 +22,16 @@ def latest_hf_checkpoint(output_dir: Path) -> Path | None:
     return best[1]
 
 
-def hf_resume(resume_from: Path | None, refusals: list, notes: list) -> str | None:
-    """The checkpoint an HF-Trainer backend resumes from, or a refusal saying why not."""
+def hf_resume(resume_from: Path | None, refusals: list, notes: list,
+              output_dir: str = OUTPUT_DIR) -> str | None:
+    """The checkpoint an HF-Trainer backend resumes from, or a refusal saying why not;
+    `output_dir` is where the backend's Trainer writes checkpoints, relative to an attempt
+    folder (HFTrainerBackend.output_dir)."""
     from .backend import Refusal
 
     if resume_from is None:
         return None
-    checkpoint = latest_hf_checkpoint(resume_from / "output")
+    checkpoint = latest_hf_checkpoint(resume_from / output_dir)
     if checkpoint is None:
         refusals.append(Refusal("/training/save_steps",
                                 f"no checkpoint in {resume_from} to resume from; set "
@@ -35,9 +42,10 @@ def hf_resume(resume_from: Path | None, refusals: list, notes: list) -> str | No
     return str(checkpoint)
 
 
-def hf_checkpoint_as_peft(attempt_dir: Path) -> Path | None:
-    """HF Trainer checkpoints of a PEFT model already hold a PEFT adapter folder."""
-    checkpoint = latest_hf_checkpoint(attempt_dir / "output")
+def hf_checkpoint_as_peft(attempt_dir: Path, output_dir: str = OUTPUT_DIR) -> Path | None:
+    """HF Trainer checkpoints of a PEFT model already hold a PEFT adapter folder (the newest
+    one in attempt_dir/output_dir)."""
+    checkpoint = latest_hf_checkpoint(attempt_dir / output_dir)
     if checkpoint and (checkpoint / "adapter_model.safetensors").is_file():
         return checkpoint
     return None

@@ -1,8 +1,11 @@
-"""Spec -> Hugging Face Trainer arguments shared by the HF-based backends' translations.
+"""What the backends built on transformers' Trainer share: spec -> Trainer arguments in
+their translations, and the Trainer's output folder -> jessy's adapter or model.
 
-LLaMA-Factory and Axolotl both end in transformers' Trainer, so the evaluation and saving
-schedule, the optimizer checks and the precision decision mean the same thing there; each
-backend maps the results onto its own key names.
+Unsloth, LLaMA-Factory, Axolotl (and the example plugin) all end in transformers' Trainer, so
+the optimisation fields, the evaluation and saving schedule, the optimizer checks and the
+precision decision mean the same thing there; each backend maps the results onto its own key
+names. Their output folder has one layout too: `checkpoint-N/` folders and the final adapter
+(or, for `method: full`, the whole model), where `HFTrainerBackend` says.
 """
 
 from __future__ import annotations
@@ -12,12 +15,35 @@ from pathlib import Path
 from typing import ClassVar
 
 from . import failures
-from .backend import Availability, Backend, Refusal
-from .checkpoints import hf_checkpoint_as_peft
+from .adapters import copy_peft_adapter
+from .backend import Availability, Backend, Refusal, RunInputs
+from .checkpoints import OUTPUT_DIR, hf_checkpoint_as_peft
 from .devices import nvidia_gpu, torch_threads_env
 from .failures import Failure, last_error_line
+from .full_model import copy_hf_model
 from .schedule import Schedule
 from .templates import trained_turn_end
+
+SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+"""The spec's lr_scheduler -> the Trainer's lr_scheduler_type (constant keeps the warmup)."""
+
+
+def training_arguments(t: dict, names: dict[str, str | None] | None = None) -> dict:
+    """The spec's `training` fields every Trainer reads alike, as Trainer arguments: batch
+    size, accumulation, LR and its scheduler, weight decay, gradient clipping (none = 0, off),
+    the seed of the weights and of the data order, the logging interval. `names` maps an
+    argument to the key a backend spells it with (Axolotl: micro_batch_size), or to None to
+    leave it out."""
+    out = {"per_device_train_batch_size": t["batch_size"],
+           "gradient_accumulation_steps": t["gradient_accumulation_steps"],
+           "learning_rate": t["learning_rate"],
+           "lr_scheduler_type": SCHEDULERS[t["lr_scheduler"]],
+           "weight_decay": t["weight_decay"],
+           "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
+           "seed": t["seed"], "data_seed": t["seed"],
+           "logging_steps": t["logging_steps"]}
+    names = names or {}
+    return {names.get(k, k): v for k, v in out.items() if names.get(k, k) is not None}
 
 
 def schedule_arguments(schedule: Schedule) -> dict:
@@ -67,9 +93,29 @@ def precision(m: dict, t: dict, on_gpu: bool, refusals: list[Refusal], cpu_reaso
     return chosen
 
 
+def normalise_output(output_dir: Path, spec, inputs: RunInputs, adapter_dir: Path,
+                     saved_adapter: str = "", saved_model: str = "") -> dict:
+    """A Trainer's final output as the run's: the PEFT adapter it saved in
+    output_dir/saved_adapter, pointed at the model jessy resolved; for `method: full` the
+    whole model in output_dir/saved_model, as a plain Hugging Face folder ("" = output_dir
+    itself, where Trainer.save_model writes)."""
+    if spec["method"] == "full":
+        return copy_hf_model(output_dir / saved_model, adapter_dir, inputs.model_path)
+    return copy_peft_adapter(output_dir / saved_adapter, adapter_dir, inputs.model_path)
+
+
 class HFTrainerBackend(Backend):
     """What backends built on transformers' Trainer share: CUDA or CPU, the torch thread
-    default, HF checkpoints as PEFT adapters, and classification by their own error patterns."""
+    default, the Trainer's output folder as the run's adapter or model, HF checkpoints as PEFT
+    adapters, and classification by their own error patterns."""
+
+    output_dir: ClassVar[str] = OUTPUT_DIR
+    """The Trainer's output_dir, relative to the attempt folder: where its `checkpoint-N/`
+    folders are (resume, continue_on_fallback) and what `normalise` reads."""
+    saved_adapter: ClassVar[str] = ""
+    """Where in output_dir the trainer saves the final adapter ("": output_dir itself)."""
+    saved_model: ClassVar[str] = ""
+    """Where in output_dir the trainer saves the whole model for `method: full`."""
 
     unavailable_errors: ClassVar[re.Pattern | None] = None
     data_errors: ClassVar[re.Pattern | None] = None
@@ -91,8 +137,12 @@ class HFTrainerBackend(Backend):
     def launch_environment(self, env) -> dict[str, str]:
         return torch_threads_env()
 
+    def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
+        return normalise_output(attempt_dir / self.output_dir, spec, inputs, adapter_dir,
+                                self.saved_adapter, self.saved_model)
+
     def checkpoint_as_peft(self, attempt_dir: Path, out_dir: Path) -> Path | None:
-        return hf_checkpoint_as_peft(attempt_dir)
+        return hf_checkpoint_as_peft(attempt_dir, self.output_dir)
 
     def classify(self, returncode: int, log_tail: str) -> Failure:
         line = last_error_line(log_tail)

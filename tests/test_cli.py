@@ -57,6 +57,17 @@ def test_env_list_and_remove_on_an_empty_home(clean_home):
     assert "no environment for mlx" in jessy("env", "remove", "mlx", check=True).stdout
 
 
+def test_a_backend_in_jessy_s_interpreter_has_no_environment_to_create(clean_home):
+    proc = jessy("env", "create", "ollama-modelfile", check=True)
+    assert proc.stdout.startswith("ollama-modelfile: nothing to create: it runs in jessy's own "
+                                  f"interpreter ({sys.executable}); check: ")
+    assert not (clean_home / "envs").exists()
+    rows = {r["name"]: r for r in json.loads(jessy("backends", "--json", check=True).stdout)}
+    baseline = rows["ollama-modelfile"]
+    assert baseline["environment"] == "jessy" and baseline["environment_exists"] is True
+    assert rows["mlx"]["environment"] == str(clean_home / "envs" / "mlx")
+
+
 def test_env_create_unknown_backend_fails_clearly(clean_home):
     proc = jessy("env", "create", "nosuch")
     assert proc.returncode == 1 and "no backend named 'nosuch'" in proc.stderr

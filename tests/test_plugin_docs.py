@@ -1,6 +1,7 @@
 """docs/plugins.md tells the whole contract (datasette's meta-test): every public member of
-Backend and every field of RunInputs is documented, with the signature the code has, and so
-are the contract's pytest plugin options and fixtures. Each check is shown to fail on a
+Backend and every field of RunInputs is documented, with the signature the code has, so is
+every member a LaunchTarget adds to Backend, and so are the contract's pytest plugin options
+and fixtures. Each check is shown to fail on a
 member the page does not know (tests of the tests)."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from jessy_adapters import contract
-from jessy_adapters.backend import Backend, RunInputs
+from jessy_adapters.backend import Backend, LaunchTarget, RunInputs
 from jessy_adapters.testing import fixtures, plugin
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
@@ -29,11 +30,12 @@ def documented_fields(doc: str) -> set[str]:
     return set(re.findall(r"^\| `(\w+)` \|", table, re.M))
 
 
-def undocumented(cls: type, doc: str) -> list[str]:
-    """Public methods of `cls` missing from the table, or shown with other arguments."""
+def undocumented(cls: type, doc: str, inherited: type | None = None) -> list[str]:
+    """Public methods of `cls` (those it adds to `inherited`, if given) missing from the
+    table, or shown with other arguments."""
     shown, problems = documented_methods(doc), []
     for name, member in inspect.getmembers(cls, inspect.isfunction):
-        if name.startswith("_"):
+        if name.startswith("_") or (inherited is not None and hasattr(inherited, name)):
             continue
         params = [p for p in inspect.signature(member).parameters.values() if p.name != "self"]
         args = ", ".join(p.name if p.default is inspect.Parameter.empty
@@ -43,6 +45,23 @@ def undocumented(cls: type, doc: str) -> list[str]:
         elif shown[name].replace(" ", "") != args.replace(" ", ""):
             problems.append(f"{name}({args}) is documented as {name}({shown[name]})")
     return problems
+
+
+def launch_target_section(doc: str) -> str:
+    return doc.split("## A launch target", 1)[-1].split("\n## ", 1)[0]
+
+
+def undocumented_launch_target(cls: type, doc: str) -> list[str]:
+    """What `cls` adds to Backend (methods with their signatures, class attributes, declared
+    or set) that the launch-target section does not show."""
+    section = launch_target_section(doc)
+    problems = undocumented(cls, section, inherited=Backend)
+    declared = {n for klass in cls.__mro__ if issubclass(klass, LaunchTarget)
+                for n in [*vars(klass).get("__annotations__", {}), *vars(klass)]}
+    attributes = {n for n in declared if not n.startswith("_") and not hasattr(Backend, n)
+                  and not callable(getattr(cls, n, None))} - {n for n in Backend.__annotations__}
+    return problems + [f"{n} is not documented" for n in sorted(attributes)
+                       if f"| `{n}` |" not in section]
 
 
 def undocumented_fields(cls: type, doc: str) -> list[str]:
@@ -88,6 +107,27 @@ def undocumented_plugin_names(names: set[str], doc: str) -> list[str]:
 
 def test_every_backend_member_is_documented_with_its_signature():
     assert undocumented(Backend, DOC) == []
+
+
+def test_every_launch_target_member_is_documented_with_its_signature():
+    assert undocumented_launch_target(LaunchTarget, DOC) == []
+    assert "bundle" in documented_methods(launch_target_section(DOC))
+
+
+def test_the_meta_test_catches_an_undocumented_launch_target_member():
+    class Grown(LaunchTarget):
+        region: str = "eu"
+
+        def teardown(self, cluster, wait=True):
+            """A member the docs do not know."""
+
+    assert undocumented_launch_target(Grown, DOC) == ["teardown is not documented",
+                                                      "region is not documented"]
+    renamed = DOC.replace("`bundle(spec, out_dir, env, plan, accelerator, cloud)",
+                          "`bundle(spec, out_dir, env, plan, gpu, cloud)")
+    assert any("bundle" in p for p in undocumented_launch_target(LaunchTarget, renamed))
+    dropped = DOC.replace("| `task_file` |", "| task file |")
+    assert undocumented_launch_target(LaunchTarget, dropped) == ["task_file is not documented"]
 
 
 def test_every_run_inputs_field_is_documented():

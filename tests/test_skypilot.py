@@ -12,8 +12,10 @@ import pytest
 import yaml
 from conftest import require_env, write_spec
 
+from jessy_adapters import LaunchTarget
 from jessy_adapters.envs import BackendEnv
 from jessy_adapters.paths import REPO_ROOT
+from jessy_adapters.plugins import Registry, RegistryError
 from jessy_adapters.spec import load_spec
 from jessy_skypilot.backend import SkyPilotBackend
 
@@ -110,6 +112,23 @@ def test_jessy_launch_writes_the_bundle_and_prints_the_command(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "jessy_adapters.cli", "launch",
                            "--target", "mlx", str(QUICKSTART)], capture_output=True, text=True)
     assert proc.returncode == 2 and "not a launch target" in proc.stderr
+
+
+def test_skypilot_is_a_launch_target_and_one_without_a_task_file_is_refused():
+    assert issubclass(SkyPilotBackend, LaunchTarget) and not SkyPilotBackend.runs_here
+
+    class Untasked(LaunchTarget):
+        name = "untasked"
+
+        def check(self, env, require_accelerator=False): ...
+        def translate(self, spec, inputs, attempt_dir, env): ...
+        def normalise(self, attempt_dir, spec, inputs, adapter_dir): ...
+        def bundle(self, spec, out_dir, env, plan, accelerator, cloud): ...
+
+    with pytest.raises(RegistryError, match="launch target 'untasked' has no task_file"):
+        Registry().register(Untasked, "test")
+    Untasked.task_file = "task.yaml"
+    Registry().register(Untasked, "test")
 
 
 def test_plan_d_without_skypilot_is_unavailable(tmp_path, clean_home, toy_data, tiny_model):

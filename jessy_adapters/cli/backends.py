@@ -27,10 +27,13 @@ def backends(as_json, require_gpu):
         backend = registry.get(name)
         env = BackendEnv(name)
         avail = backend.check(env, require_gpu)
+        # "jessy": the backend runs in jessy's own interpreter, which exists; else its venv
+        own = backend.environment == "own"
         rows.append({"name": name, "description": backend.description,
-                     "plugin": registry.sources[name], "environment": str(env.root),
-                     "environment_exists": env.exists(), "can_run": avail.ok,
-                     "device": avail.device, "reason": avail.reason})
+                     "plugin": registry.sources[name],
+                     "environment": str(env.root) if own else backend.environment,
+                     "environment_exists": env.exists() if own else True,
+                     "can_run": avail.ok, "device": avail.device, "reason": avail.reason})
     for name, error in registry.load_errors.items():
         rows.append({"name": name, "plugin": name, "can_run": False,
                      "reason": f"plugin failed to load: {error}"})

@@ -26,10 +26,14 @@ def env():
 def env_create(backend, recreate):
     """Create BACKEND's virtual environment from its pinned requirements.
 
+    A backend that runs in jessy's own interpreter (environment "jessy") has none to create.
+
     \b
     Example:
       jessy env create mlx
     """
+    import sys
+
     from ..envs import BackendEnv, EnvError
     from ..plugins import RegistryError
 
@@ -38,6 +42,11 @@ def env_create(backend, recreate):
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
     target = BackendEnv(backend)
+    if impl.environment == "jessy":
+        ready = impl.check(target)
+        click.echo(f"{backend}: nothing to create: it runs in jessy's own interpreter "
+                   f"({sys.executable}); check: {ready.reason}")
+        return
     try:
         target.create(impl.pre_requirements, impl.requirements,
                       log=lambda m: click.echo(m, err=True), recreate=recreate,

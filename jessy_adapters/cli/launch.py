@@ -36,6 +36,7 @@ def launch(spec, target, plan, accelerator, cloud, out, now):
     """
     import subprocess
 
+    from ..backend import LaunchTarget
     from ..envs import BackendEnv
     from ..plugins import RegistryError
     from ..runner import shell_line
@@ -45,7 +46,7 @@ def launch(spec, target, plan, accelerator, cloud, out, now):
         impl = _registry().get(target)
     except RegistryError as exc:
         raise click.UsageError(str(exc)) from None
-    if not hasattr(impl, "bundle"):
+    if not isinstance(impl, LaunchTarget):
         raise click.UsageError(f"{target} is a backend, not a launch target")
     folder = Path(out or Path("launch") / loaded["name"]).resolve()
     env = BackendEnv(target)
@@ -58,9 +59,9 @@ def launch(spec, target, plan, accelerator, cloud, out, now):
         (folder / rel).write_text(text)
     for note in notes:
         click.echo(f"note: {note}", err=True)
-    click.echo(f"wrote {folder / 'sky-task.yaml'} ({len(files)} files)", err=True)
+    click.echo(f"wrote {folder / impl.task_file} ({len(files)} files)", err=True)
     click.echo(shell_line(command, {}).rstrip("\n"))
     if now:
-        if not env.exists():
+        if impl.environment == "own" and not env.exists():
             raise click.ClickException(f"no {target} environment: jessy env create {target}")
         sys.exit(subprocess.call(command, cwd=folder))

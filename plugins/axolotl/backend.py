@@ -8,7 +8,6 @@ from pathlib import Path
 
 import yaml
 
-from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     RunInputs,
@@ -17,7 +16,6 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.devices import nvidia_gpu, torch_threads_env
-from jessy_adapters.full_model import copy_hf_model
 from jessy_adapters.hf_trainer import HFTrainerBackend, observer_env
 from jessy_adapters.scaleout import world_size
 from jessy_adapters.schedule import run_schedule
@@ -48,7 +46,7 @@ class AxolotlBackend(HFTrainerBackend):
     def translate(self, spec, inputs: RunInputs, attempt_dir: Path, env) -> Translation:
         on_gpu = nvidia_gpu() is not None
         cfg, files, launcher, refusals, notes, carried, total = translate_config(
-            spec, inputs, attempt_dir, on_gpu)
+            spec, inputs, attempt_dir, self.output_dir, on_gpu)
         if refusals:
             raise TranslationRefused(self.name, refusals)
         files[CONFIG] = yaml.safe_dump(cfg, sort_keys=False)
@@ -68,8 +66,3 @@ class AxolotlBackend(HFTrainerBackend):
                  "PYTHONPATH": str(RUNTIME), **observer_env(spec, inputs),
                  "JESSY_WARMUP_STEPS": str(run_schedule(spec, inputs).warmup_steps), **extra},
             notes=notes, carried=carried, total_steps=total)
-
-    def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
-        if spec["method"] == "full":
-            return copy_hf_model(attempt_dir / "output", adapter_dir, inputs.model_path)
-        return copy_peft_adapter(attempt_dir / "output", adapter_dir, inputs.model_path)

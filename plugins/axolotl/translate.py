@@ -36,7 +36,10 @@ from jessy_adapters.templates import (
     training_template,
 )
 
-SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+NAMES = {"per_device_train_batch_size": "micro_batch_size", "lr_scheduler_type": "lr_scheduler",
+         "data_seed": None}
+"""Trainer arguments Axolotl spells its own way; it is given no data_seed (with none, the
+Trainer seeds the data order with `seed`)."""
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "adam": "adamw_torch",
               "sgd": "sgd"}
 ATTENTION = {"eager": "eager", "sdpa": "sdpa", "flash_attention_2": "flash_attention_2"}
@@ -141,8 +144,9 @@ def decoder_layer_class(model_path: str) -> str | None:
     return arch.replace("ForCausalLM", "DecoderLayer") if arch.endswith("ForCausalLM") else None
 
 
-def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
-    """Return (config, data files, launcher flags, refusals, notes, carried, total steps)."""
+def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str, on_gpu: bool):
+    """Return (config, data files, launcher flags, refusals, notes, carried, total steps);
+    `output_dir` is the Trainer's, relative to attempt_dir (where checkpoints are)."""
     m, t, lora, d, res = (spec["model"], spec["training"], spec["lora"], spec["data"],
                           spec["resources"])
     refusals: list[Refusal] = []
@@ -190,16 +194,9 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
         "dataset_prepared_path": str(attempt_dir / "prepared"),
         "dataset_num_proc": 1,
         "dataloader_num_workers": 0,
-        "output_dir": str(attempt_dir / "output"),
+        "output_dir": str(attempt_dir / output_dir),
         "train_on_inputs": not d["train_on_responses_only"],
-        "micro_batch_size": t["batch_size"],
-        "gradient_accumulation_steps": t["gradient_accumulation_steps"],
-        "learning_rate": t["learning_rate"],
-        "lr_scheduler": SCHEDULERS[t["lr_scheduler"]],
-        "weight_decay": t["weight_decay"],
-        "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
-        "seed": t["seed"],
-        "logging_steps": t["logging_steps"],
+        **hf_trainer.training_arguments(t, NAMES),
         "gradient_checkpointing": t["gradient_checkpointing"],
         "include_tokens_per_second": True,  # -> include_num_input_tokens_seen: tokens/s
         "include_tkps": False,
@@ -280,7 +277,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, on_gpu: bool):
     init = check_init_adapter(inputs.init_adapter, spec, refusals, notes)
     if init is not None:
         cfg["lora_model_dir"] = str(init)  # Axolotl loads this adapter and trains it on
-    checkpoint = hf_resume(inputs.resume_from, refusals, notes)
+    checkpoint = hf_resume(inputs.resume_from, refusals, notes, output_dir)
     if checkpoint:
         cfg["resume_from_checkpoint"] = checkpoint
     return cfg, files, launcher, refusals, notes, carried, schedule.optimizer_steps

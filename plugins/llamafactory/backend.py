@@ -8,7 +8,6 @@ from pathlib import Path
 
 import yaml
 
-from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     RunInputs,
@@ -18,14 +17,12 @@ from jessy_adapters.backend import (
 )
 from jessy_adapters.devices import nvidia_gpu
 from jessy_adapters.failures import last_error_line
-from jessy_adapters.full_model import copy_hf_model
 from jessy_adapters.hf_trainer import HFTrainerBackend, observer_env
 
 from .translate import dataset_info_json, translate_config
 
 HERE = Path(__file__).resolve().parent
 ENTRY = HERE / "train_entry.py"
-OUTPUT_DIR = "output"
 
 _DATA = re.compile(r"DatasetGenerationError|JSONDecodeError|Cannot find valid samples", re.I)
 _CONFIG = re.compile(r"Failed to load tokenizer|Template \S+ does not exist|Some keys are not "
@@ -51,7 +48,7 @@ class LlamaFactoryBackend(HFTrainerBackend):
 
     def translate(self, spec, inputs: RunInputs, attempt_dir: Path, env) -> Translation:
         cfg, refusals, notes, carried, total = translate_config(
-            spec, inputs, str(attempt_dir / OUTPUT_DIR), str(attempt_dir / "data"), _gpu())
+            spec, inputs, attempt_dir, self.output_dir, str(attempt_dir / "data"), _gpu())
         if refusals:
             raise TranslationRefused(self.name, refusals)
         return Translation(
@@ -86,8 +83,3 @@ class LlamaFactoryBackend(HFTrainerBackend):
         if check.returncode != 0:
             notes.append("LLaMA-Factory does not import: " + last_error_line(check.stderr))
         return notes
-
-    def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
-        if spec["method"] == "full":
-            return copy_hf_model(attempt_dir / OUTPUT_DIR, adapter_dir, inputs.model_path)
-        return copy_peft_adapter(attempt_dir / OUTPUT_DIR, adapter_dir, inputs.model_path)

@@ -23,7 +23,6 @@ from jessy_adapters.templates import (
     renders_dates,
 )
 
-SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_8bit", "adam": "adamw_torch",
               "sgd": "sgd"}
 SHAREGPT_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user",
@@ -72,8 +71,9 @@ def dataset_info(data_format: str, train: Path, validation: Path | None) -> dict
     return info
 
 
-def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on_gpu: bool
-                     ) -> tuple[dict, list[Refusal], list[str], dict, int]:
+def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str, data_dir: str,
+                     on_gpu: bool) -> tuple[dict, list[Refusal], list[str], dict, int]:
+    """`output_dir`: the Trainer's, relative to attempt_dir (where checkpoints are)."""
     m, t, lora, d = spec["model"], spec["training"], spec["lora"], spec["data"]
     refusals: list[Refusal] = []
     notes: list[str] = []
@@ -93,19 +93,11 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
         "cutoff_len": m["max_seq_length"],
         "overwrite_cache": True,
         "preprocessing_num_workers": 1,
-        "output_dir": output_dir,
+        "output_dir": str(attempt_dir / output_dir),
         "overwrite_output_dir": False,  # True would silently restart instead of resuming
-        "logging_steps": t["logging_steps"],
         "plot_loss": True,
         "report_to": "none",
-        "per_device_train_batch_size": t["batch_size"],
-        "gradient_accumulation_steps": t["gradient_accumulation_steps"],
-        "learning_rate": t["learning_rate"],
-        "lr_scheduler_type": SCHEDULERS[t["lr_scheduler"]],
-        "weight_decay": t["weight_decay"],
-        "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
-        "seed": t["seed"],
-        "data_seed": t["seed"],
+        **hf_trainer.training_arguments(t),
         "include_num_input_tokens_seen": True,
         "train_on_prompt": not d["train_on_responses_only"],
         "disable_gradient_checkpointing": not t["gradient_checkpointing"],
@@ -187,7 +179,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, data_dir: str, on
     init = check_init_adapter(inputs.init_adapter, spec, refusals, notes)
     if init is not None:
         cfg["adapter_name_or_path"] = str(init)  # LLaMA-Factory trains the loaded adapter on
-    checkpoint = hf_resume(inputs.resume_from, refusals, notes)
+    checkpoint = hf_resume(inputs.resume_from, refusals, notes, output_dir)
     if checkpoint:
         cfg["resume_from_checkpoint"] = checkpoint
     return cfg, refusals, notes, carried, schedule.optimizer_steps

@@ -17,7 +17,7 @@ from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
     EVENT_PREFIX,
     Availability,
-    Backend,
+    LaunchTarget,
     RunInputs,
     Translation,
     read_requirements,
@@ -44,11 +44,11 @@ def cluster_name(spec_name: str) -> str:
     return "jessy-" + re.sub(r"[^a-z0-9-]", "-", spec_name.lower()).strip("-")[:40]
 
 
-class SkyPilotBackend(Backend):
+class SkyPilotBackend(LaunchTarget):
     name = "skypilot"
     description = "Plan D: the spec on a cloud A100 through SkyPilot (remote `jessy run`)"
     requirements = read_requirements(HERE / "requirements.txt")
-    runs_here = False
+    task_file = "sky-task.yaml"
 
     def check(self, env, require_accelerator: bool = False) -> Availability:
         if not env.exists():
@@ -69,8 +69,8 @@ class SkyPilotBackend(Backend):
         files = bundle_files(spec, REPO_ROOT, out_dir, plan, backends, accelerator, cloud)
         cluster = cluster_name(spec["name"])
         command = [str(env.bin("sky")), "launch", "-y", "-c", cluster, "--down",
-                   "-i", str(IDLE_MINUTES), str(out_dir / "sky-task.yaml")]
-        if "HF_TOKEN:" in files["sky-task.yaml"]:
+                   "-i", str(IDLE_MINUTES), str(out_dir / self.task_file)]
+        if "HF_TOKEN:" in files[self.task_file]:
             command[-1:-1] = ["--secret", "HF_TOKEN"]  # value from the local environment
         notes = [f"remote plan {plan} ({' -> '.join(backends)}) on {accelerator} cluster "
                  f"{cluster}; torn down after {IDLE_MINUTES} idle minutes"]

@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     RunInputs,
@@ -15,14 +14,12 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.devices import nvidia_gpu
-from jessy_adapters.full_model import copy_hf_model
 from jessy_adapters.hf_trainer import HFTrainerBackend, observer_env
 
 from .translate import translate_config
 
 HERE = Path(__file__).resolve().parent
 ENTRY = HERE / "train_entry.py"
-OUTPUT_DIR = "output"
 
 _NO_ACCELERATOR = re.compile(r"cannot find any torch accelerator|You need a GPU", re.I)
 _DATA = re.compile(r"DatasetGenerationError|JSONDecodeError|ArrowInvalid", re.I)
@@ -41,11 +38,12 @@ class UnslothBackend(HFTrainerBackend):
     data_errors = _DATA
     config_errors = _CONFIG
     cpu_note = "runs on CPU (slow); GPU not found"
+    saved_adapter, saved_model = "adapter", "model"  # where train_entry.py saves them
 
     def translate(self, spec, inputs: RunInputs, attempt_dir: Path, env) -> Translation:
         on_gpu = nvidia_gpu() is not None
         cfg, refusals, notes, carried = translate_config(
-            spec, inputs, str(attempt_dir / OUTPUT_DIR), on_gpu)
+            spec, inputs, attempt_dir, self.output_dir, on_gpu)
         if refusals:
             raise TranslationRefused(self.name, refusals)
         # never let Unsloth fetch or build llama.cpp at run time
@@ -56,10 +54,3 @@ class UnslothBackend(HFTrainerBackend):
             files={"unsloth_config.json": json.dumps(cfg, indent=2)},
             command=[str(env.python), str(ENTRY), str(attempt_dir / "unsloth_config.json")],
             env=run_env, notes=notes, carried=carried, total_steps=cfg["total_steps"])
-
-    def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
-        if spec["method"] == "full":
-            return copy_hf_model(attempt_dir / OUTPUT_DIR / "model", adapter_dir,
-                                 inputs.model_path)
-        return copy_peft_adapter(attempt_dir / OUTPUT_DIR / "adapter", adapter_dir,
-                                 inputs.model_path)

@@ -25,7 +25,6 @@ from jessy_adapters.templates import (
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FUSED_LINEAR = {"phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]}
 """Architectures whose projections are fused: "all-linear" names their own modules."""
-SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 MARKERS = {
     "chatml": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
     "qwen2": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
@@ -49,8 +48,9 @@ def model_type(model_path: str) -> str | None:
     return json.loads(cfg.read_text()).get("model_type")
 
 
-def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
+def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str, on_gpu: bool
                      ) -> tuple[dict, list[Refusal], list[str], dict]:
+    """`output_dir`: the Trainer's, relative to attempt_dir (where checkpoints are)."""
     m, t, lora, d = spec["model"], spec["training"], spec["lora"], spec["data"]
     refusals: list[Refusal] = []
     notes: list[str] = []
@@ -123,18 +123,10 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
         notes.append("adamw_8bit on CPU: Unsloth itself swaps it for adamw_torch_fused")
     schedule = run_schedule(spec, inputs)
     sft = {
-        "output_dir": output_dir,
-        "per_device_train_batch_size": t["batch_size"],
+        "output_dir": str(attempt_dir / output_dir),
+        **hf_trainer.training_arguments(t),
         "per_device_eval_batch_size": t["batch_size"],
-        "gradient_accumulation_steps": t["gradient_accumulation_steps"],
-        "learning_rate": t["learning_rate"],
-        "lr_scheduler_type": SCHEDULERS[t["lr_scheduler"]],
-        "weight_decay": t["weight_decay"],
-        "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
         "optim": optim,
-        "seed": t["seed"],
-        "data_seed": t["seed"],
-        "logging_steps": t["logging_steps"],
         **hf_trainer.schedule_arguments(schedule),
         "bf16": dtype == "bfloat16",
         "fp16": dtype == "float16",
@@ -189,7 +181,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
     init = check_init_adapter(inputs.init_adapter, spec, refusals, notes)
     if init is not None:
         data["init_adapter"] = str(init)
-    checkpoint = hf_resume(inputs.resume_from, refusals, notes)
+    checkpoint = hf_resume(inputs.resume_from, refusals, notes, output_dir)
     if checkpoint:
         data["resume_from_checkpoint"] = checkpoint
     cfg = {"from_pretrained": load, "peft": peft, "sft": sft, "data": data,

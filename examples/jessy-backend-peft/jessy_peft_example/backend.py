@@ -23,16 +23,15 @@ from jessy_adapters import (
     TranslationRefused,
     run_schedule,
 )
-from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 from jessy_adapters.devices import nvidia_gpu
-from jessy_adapters.full_model import copy_hf_model
 from jessy_adapters.hf_trainer import (
     HFTrainerBackend,
     observer_env,
     optimizer,
     precision,
     schedule_arguments,
+    training_arguments,
 )
 from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.templates import family_refusal, template_summary, training_template
@@ -40,10 +39,8 @@ from jessy_adapters.templates import family_refusal, template_summary, training_
 NAME = "peft-example"
 TRAIN = Path(__file__).resolve().with_name("train.py")
 CONFIG = "peft_example.json"
-OUTPUT_DIR = "output"  # the HF Trainer's output_dir: jessy's checkpoint helpers look here
 LIBRARIES = ("torch", "transformers", "peft")
 
-SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 OPTIMIZERS = {"adamw": "adamw_torch", "adam": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit",
               "sgd": "sgd"}
 
@@ -54,10 +51,11 @@ _CONFIG = re.compile(r"Unrecognized model|Can't load tokenizer|does not appear t
                      r"needs bitsandbytes|Target modules .* not found", re.I)
 
 
-def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
+def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str, on_gpu: bool
                      ) -> tuple[dict, list[Refusal], list[str], dict[str, str]]:
     """The native config (JSON, one section per library call train.py makes), the refusals,
-    notes, and where each spec field went."""
+    notes, and where each spec field went; `output_dir` is the Trainer's, relative to
+    attempt_dir (where jessy's checkpoint helpers look)."""
     m, t, lora, d = spec["model"], spec["training"], spec["lora"], spec["data"]
     refusals: list[Refusal] = []
     notes: list[str] = []
@@ -114,17 +112,11 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
         notes.append("full fine-tuning: the run's output is a whole model (model/)")
 
     schedule = run_schedule(spec, inputs)
-    args = {"output_dir": output_dir,
-            "per_device_train_batch_size": t["batch_size"],
+    args = {"output_dir": str(attempt_dir / output_dir),
+            **training_arguments(t),
             "per_device_eval_batch_size": t["batch_size"],
-            "gradient_accumulation_steps": t["gradient_accumulation_steps"],
-            "learning_rate": t["learning_rate"],
-            "lr_scheduler_type": SCHEDULERS[t["lr_scheduler"]],
-            "weight_decay": t["weight_decay"],
-            "max_grad_norm": t["max_grad_norm"] if t["max_grad_norm"] is not None else 0.0,
             "optim": optimizer(t, OPTIMIZERS, on_gpu, refusals, notes),
-            "seed": t["seed"], "data_seed": t["seed"],
-            "logging_steps": t["logging_steps"], "logging_strategy": "steps",
+            "logging_strategy": "steps",
             **schedule_arguments(schedule),
             "bf16": chosen == "bf16", "fp16": chosen == "fp16",
             "report_to": "none", "remove_unused_columns": False,
@@ -157,7 +149,7 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
             "train_on_responses_only": d["train_on_responses_only"]
             and inputs.data.format != "text"}
     init = check_init_adapter(inputs.init_adapter, spec, refusals, notes)
-    checkpoint = hf_resume(inputs.resume_from, refusals, notes)
+    checkpoint = hf_resume(inputs.resume_from, refusals, notes, output_dir)
     cfg = {"model": model, "peft": peft, "args": args, "data": data,
            "init_adapter": str(init) if init else None, "resume_from_checkpoint": checkpoint,
            "total_steps": schedule.optimizer_steps}
@@ -165,8 +157,9 @@ def translate_config(spec, inputs: RunInputs, output_dir: str, on_gpu: bool
 
 
 class PeftExampleBackend(HFTrainerBackend):
-    """HFTrainerBackend brings the torch thread default, HF checkpoints as PEFT adapters and
-    classification by the patterns below; `check` is this backend's own."""
+    """HFTrainerBackend brings the torch thread default, the Trainer's output folder as the
+    run's adapter or model, HF checkpoints as PEFT adapters and classification by the patterns
+    below; `check` is this backend's own."""
 
     name = NAME
     description = "transformers Trainer + PEFT LoRA in jessy's own environment (an example)"
@@ -174,6 +167,7 @@ class PeftExampleBackend(HFTrainerBackend):
     requirements = ()  # nothing to install: jessy's `hf` extra is the environment
     data_errors = _DATA
     config_errors = _CONFIG
+    saved_adapter, saved_model = "adapter", "model"  # where train.py saves them
 
     def check(self, env, require_accelerator: bool = False) -> Availability:
         gpu = nvidia_gpu()
@@ -190,7 +184,7 @@ class PeftExampleBackend(HFTrainerBackend):
 
     def translate(self, spec, inputs: RunInputs, attempt_dir: Path, env) -> Translation:
         cfg, refusals, notes, carried = translate_config(
-            spec, inputs, str(attempt_dir / OUTPUT_DIR), nvidia_gpu() is not None)
+            spec, inputs, attempt_dir, self.output_dir, nvidia_gpu() is not None)
         if refusals:
             raise TranslationRefused(self.name, refusals)
         return Translation(
@@ -198,10 +192,3 @@ class PeftExampleBackend(HFTrainerBackend):
             command=[sys.executable, str(TRAIN), str(attempt_dir / CONFIG)],
             env={**OFFLINE_ENV, **observer_env(spec, inputs)},
             notes=notes, carried=carried, total_steps=cfg["total_steps"])
-
-    def normalise(self, attempt_dir: Path, spec, inputs: RunInputs, adapter_dir: Path) -> dict:
-        if spec["method"] == "full":
-            return copy_hf_model(attempt_dir / OUTPUT_DIR / "model", adapter_dir,
-                                 inputs.model_path)
-        return copy_peft_adapter(attempt_dir / OUTPUT_DIR / "adapter", adapter_dir,
-                                 inputs.model_path)
