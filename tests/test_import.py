@@ -18,6 +18,7 @@ from jessy_adapters.data import prepare
 from jessy_adapters.envs import BackendEnv
 from jessy_adapters.importers import ImportRefused, detect, import_data, import_file
 from jessy_adapters.importers.common import close, number, read_native, unclassified
+from jessy_adapters.layers import adapted_layers
 from jessy_adapters.plugins import load_registry
 from jessy_adapters.schedule import run_schedule
 from jessy_adapters.spec import load_spec, spec_from_dict
@@ -133,18 +134,22 @@ def test_mlx_scale_becomes_alpha_and_iters_become_updates(tmp_path):
     ctx = import_data(source, "mlx", DATA / "x.yaml", str(model_folder(tmp_path, 30)),
                       str(alpaca_rows(tmp_path))).spec
     assert ctx["lora"]["alpha"] == 20.0 * 8
-    assert ctx["lora"]["layers"] == list(range(14, 30))  # the last 16 of 30 blocks
+    assert ctx["lora"]["layers"] == "last 16"  # mlx-lm's num_layers, as the spec says it
     assert ctx["training"]["max_steps"] == 1000 // 4
     assert ctx["training"]["logging_steps"] == 10 // 4
     assert ctx["training"]["lr_scheduler"] == "constant"  # no lr_schedule
     assert ctx["training"]["max_grad_norm"] is None  # mlx-lm does not clip
 
 
-def test_mlx_last_layers_without_a_model_are_refused_by_key():
+def test_mlx_last_layers_need_no_model_to_import():
+    """`last N` is resolved against the model when a backend translates it, so an mlx-lm
+    config imports without --model; a count that is no count is refused by key."""
+    spec = import_file(DATA / "mlx_lora_config.yaml").spec
+    assert spec["lora"]["layers"] == "last 16"
+    source = read_native(DATA / "mlx_lora_config.yaml")
     with pytest.raises(ImportRefused) as err:
-        import_file(DATA / "mlx_lora_config.yaml")
+        import_data({**source, "num_layers": 0}, "mlx", DATA / "x.yaml", None, None)
     assert [k for k, _ in err.value.problems] == ["num_layers"]
-    assert "--model" in err.value.problems[0][1]
 
 
 # --- upstream examples -> spec -> the same backend: the same native values --------------------
@@ -357,8 +362,9 @@ def test_spec_round_trips_through_each_dialect(backend, case, tmp_path):
         if pointer == "/training/lr_scheduler" and schedule.warmup_steps == \
                 schedule.optimizer_steps:
             continue  # every update warms up: no scheduler acts (an MLX LR table cannot say)
-        if pointer == "/lora/layers" and backend == "mlx" and want != "all":
-            want = sorted(want)
+        if pointer == "/lora/layers":  # the same blocks, however written (mlx-lm: last N)
+            model = str(model_folder(tmp_path))
+            want, got = adapted_layers(want, model, []), adapted_layers(got, model, [])
         assert close(got, want), (pointer, got, want)
     assert imported["training"]["max_steps"] == schedule.optimizer_steps
     assert imported["training"]["warmup_steps"] == schedule.warmup_steps

@@ -235,16 +235,15 @@ def set_data(ctx: Context, key: str, train: Any, fmt: str | None, fields: dict) 
 
 
 def last_layers(ctx: Context, key: str, n: int) -> None:
-    """mlx-lm's "the last N blocks": all, or their indices when the model's count is known."""
+    """mlx-lm's "the last N blocks": the spec's `last N` (all for -1, or for N at or above
+    the model's block count when --model tells it)."""
     count = ctx.layer_count()
     if n == -1 or (count is not None and n >= count):
         ctx.map(key, "/lora/layers", "all")
-    elif count is None:
-        ctx.refuse(key, f"{n} means the last {n} blocks, and the spec lists blocks by index: "
-                        "give --model (a local folder with config.json) so jessy can count "
-                        "them, or use -1 (all)")
+    elif n < 1:
+        ctx.refuse(key, f"{n} blocks: give a positive count, or -1 (all)")
     else:
-        ctx.map(key, "/lora/layers", list(range(count - n, count)))
+        ctx.map(key, "/lora/layers", f"last {n}")
 
 
 def resolve_warmup(ctx: Context, steps_key: str = "warmup_steps",

@@ -18,6 +18,7 @@ from pathlib import Path
 from jessy_adapters import hf_trainer
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
+from jessy_adapters.layers import adapted_layers
 from jessy_adapters.scaleout import (
     RESOURCE_FIELDS,
     deepspeed_config,
@@ -242,8 +243,9 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
             cfg["lora_target_linear"] = True
         else:
             cfg["lora_target_modules"] = list(lora["target_modules"])
-        if lora["layers"] != "all":
-            cfg["peft_layers_to_transform"] = sorted(lora["layers"])
+        layers = adapted_layers(lora["layers"], inputs.model_path, refusals)
+        if layers not in ("all", None):
+            cfg["peft_layers_to_transform"] = layers
 
     launcher = _scale_out(cfg, res, inputs.model_path, on_gpu, refusals, notes, files,
                           attempt_dir)

@@ -14,6 +14,7 @@ from pathlib import Path
 from jessy_adapters import hf_trainer
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
+from jessy_adapters.layers import adapted_layers
 from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import (
@@ -148,7 +149,8 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
         cfg["use_rslora"] = lora["use_rslora"]
         cfg["lora_target"] = ("all" if lora["target_modules"] == "all-linear"
                               else ",".join(lora["target_modules"]))
-    if method != "full" and lora["layers"] != "all":
+    if method != "full" and adapted_layers(lora["layers"], inputs.model_path,
+                                           refusals) not in ("all", None):
         refusals.append(Refusal("/lora/layers", "LLaMA-Factory's LoRA has no per-layer "
                                                 "selection (lora_target names modules only)"))
 

@@ -8,13 +8,13 @@ runner inside the MLX environment), never by mlx-lm itself.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter
+from jessy_adapters.layers import adapted_layers, model_layer_count
 from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import (
@@ -32,15 +32,6 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, as th
 
 def module_key(short: str) -> str:
     return f"self_attn.{short}" if short in ATTENTION else f"mlp.{short}"
-
-
-def model_layer_count(model_path: str) -> int | None:
-    cfg = Path(model_path) / "config.json"
-    if not cfg.is_file():
-        return None
-    data = json.loads(cfg.read_text())
-    data = data.get("text_config", data)
-    return data.get("num_hidden_layers")
 
 
 def latest_checkpoint(adapter_dir: Path) -> tuple[int, Path | None]:
@@ -212,10 +203,10 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
         cfg["jessy_init_peft_adapter"] = str(init)
 
     n_layers = model_layer_count(inputs.model_path)
-    if lora["layers"] == "all":
+    wanted = adapted_layers(lora["layers"], inputs.model_path, refusals)
+    if wanted == "all":
         cfg["num_layers"] = -1
-    else:
-        wanted = sorted(lora["layers"])
+    elif wanted is not None:
         if n_layers is None:
             refusals.append(Refusal("/lora/layers", "cannot read the model's layer count"))
         elif wanted != list(range(n_layers - len(wanted), n_layers)):

@@ -13,6 +13,7 @@ from pathlib import Path
 from jessy_adapters import hf_trainer
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.checkpoints import check_init_adapter, hf_resume
+from jessy_adapters.layers import adapted_layers
 from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import (
@@ -103,8 +104,9 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
             "random_state": t["seed"],
             "use_rslora": lora["use_rslora"],
         }
-        if lora["layers"] != "all":
-            peft["layers_to_transform"] = sorted(lora["layers"])
+        layers = adapted_layers(lora["layers"], inputs.model_path, refusals)
+        if layers not in ("all", None):
+            peft["layers_to_transform"] = layers
         carried.update({"/lora/r": "peft.r", "/lora/alpha": "peft.lora_alpha (same meaning)",
                         "/lora/dropout": "peft.lora_dropout",
                         "/lora/target_modules": "peft.target_modules (all-linear = 7 projections)",

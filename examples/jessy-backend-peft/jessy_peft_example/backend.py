@@ -33,6 +33,7 @@ from jessy_adapters.hf_trainer import (
     schedule_arguments,
     training_arguments,
 )
+from jessy_adapters.layers import adapted_layers
 from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.templates import family_refusal, template_summary, training_template
 
@@ -100,8 +101,9 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
         peft = {"r": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"],
                 "target_modules": lora["target_modules"], "use_rslora": lora["use_rslora"],
                 "bias": "none", "task_type": "CAUSAL_LM"}
-        if lora["layers"] != "all":
-            peft["layers_to_transform"] = sorted(lora["layers"])
+        layers = adapted_layers(lora["layers"], inputs.model_path, refusals)
+        if layers not in ("all", None):
+            peft["layers_to_transform"] = layers
         carried.update({"/lora/r": "peft.r", "/lora/alpha": "peft.lora_alpha",
                         "/lora/dropout": "peft.lora_dropout",
                         "/lora/target_modules": "peft.target_modules (all-linear: PEFT's, "
