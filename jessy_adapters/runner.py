@@ -1,60 +1,43 @@
-"""Attempts, subprocess supervision, failure classification and fallback.
+"""The run's policy: the fallback chain and how a run ends.
 
-Policy lives here, never in a plugin: which backend runs next, when to stop, where
-outputs go. Everything an attempt produced (native files, logs, checkpoints) stays in
+Policy lives here, never in a plugin: which backend runs next (fallback, continuing from the
+failed attempt's checkpoint), when to stop, and how the run ends (succeeded, failed,
+interrupted, pruned); resuming a run that stopped. One attempt is attempt.py, its process
+supervise.py. Everything an attempt produced (native files, logs, checkpoints) stays in
 attempts/NN-<backend>/ whatever happens after it.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import functools
-import math
-import os
-import queue
-import re
-import resource
-import shlex
-import signal
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import failures
-from .backend import Backend, PreparedData, RunInputs, TranslationRefused
+from .attempt import RUNTIME_PATH, run_attempt, shell_line, summarise
+from .backend import PreparedData, RunInputs
 from .data import DataError, prepare
-from .envs import BackendEnv
 from .failures import Failure
 from .lifecycle import RunBusy, mark_dead_attempts, owning, pause_point
 from .models import ModelError, require_local, resolve_model
-from .paths import package_file
-from .plots import preload_in_background
-from .plugins import Registry, RegistryError
-from .procmem import peak_rss_gb
+from .plugins import Registry
 from .rundir import RunDir, _now, process_age
 from .schedule import run_schedule
 from .spec import Spec
+from .supervise import (
+    DIVERGENCE_FACTOR,
+    GRACE_SECONDS,
+    NAN_PATIENCE,
+    PRUNED,
+    Supervisor,
+    progress_line,
+)
 from .templates import chat_family, template_summary
 
-RUNTIME_PATH = package_file("runtime")
-GRACE_SECONDS = float(os.environ.get("JESSY_GRACE_SECONDS", "20"))
-_SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.I)
-NAN_PATIENCE = 1
-PRUNED = "pruned"  # a stop reason, not a failure class (failures.ALL)
-DIVERGENCE_FACTOR = 50.0
-
-
-@dataclass
-class Outcome:
-    ok: bool
-    failure: Failure | None = None
-    exit_code: int | None = None
-    events: int = 0
+__all__ = ["DIVERGENCE_FACTOR", "GRACE_SECONDS", "NAN_PATIENCE", "PRUNED", "RUNTIME_PATH",
+           "ResumeError", "Runner", "open_run", "prepared_from_manifest", "progress_line",
+           "shell_line", "summarise"]
 
 
 @dataclass
@@ -67,8 +50,7 @@ class Runner:
     as out_of_memory instead of swapping the machine to a halt (`jessy run --max-memory`)."""
     on_event: Callable[[dict], None] | None = None
     """Called with every metric event as it is recorded (`jessy run --events`)."""
-    _child: subprocess.Popen | None = field(default=None, init=False, repr=False)
-    _stop_reason: str | None = field(default=None, init=False, repr=False)
+    _supervisor: Supervisor = field(default_factory=Supervisor, init=False, repr=False)
     _pruned: dict | None = field(default=None, init=False, repr=False)
 
     # --- the whole run -------------------------------------------------------------------
@@ -202,299 +184,28 @@ class Runner:
         run.save()
         return replace(inputs, schedule=schedule)
 
-    # --- one backend ---------------------------------------------------------------------
+    # --- the attempt in flight ----------------------------------------------------------
     def _attempt(self, spec: Spec, inputs: RunInputs, run: RunDir, number: int,
                  name: str) -> Failure | None:
-        record: dict = {"number": number, "backend": name, "status": "running",
-                        "started": _now(), "finished": None, "seconds": None,
-                        "failure": None, "exit_code": None, "dir": None, "command": None}
-        run.manifest["attempts"].append(record)
-        run.save()
-        start = time.monotonic()
-        # seconds per step of the attempt: what jessy adds vs the backend process itself
-        phases = record["phases"] = {}
-        mark = [start]
-
-        def lap(phase: str) -> None:
-            now = time.monotonic()
-            phases[phase] = round(now - mark[0], 3)
-            mark[0] = now
-
-        def end(status: str, failure: Failure | None) -> Failure | None:
-            record.update(status=status, finished=_now(),
-                          seconds=round(time.monotonic() - start, 2))
-            if failure:
-                record["failure"] = {"kind": failure.kind, "reason": failure.reason}
-            run.save()
-            return failure
-
-        try:
-            backend = self.registry.get(name)
-        except RegistryError as exc:
-            return end("skipped", Failure(failures.UNAVAILABLE, str(exc)))
-        env = BackendEnv(name)
-        availability = backend.check(env, inputs.require_accelerator)
-        lap("check_s")
-        record["device"] = availability.device
-        record["availability"] = availability.reason
-        if not availability.ok:
-            return end("skipped", Failure(failures.UNAVAILABLE, availability.reason))
-        attempt_dir = run.attempt_dir(number, name)
-        record["dir"] = str(attempt_dir.relative_to(run.path))
-        try:
-            translation = backend.translate(spec, inputs, attempt_dir, env)
-        except TranslationRefused as exc:
-            (attempt_dir / "refused.txt").write_text(str(exc) + "\n")
-            return end("failed", Failure(failures.CONFIG_REJECTED, str(exc)))
-        for rel, content in translation.files.items():
-            target = attempt_dir / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content)
-        command_text = shlex.join(translation.command)
-        extra_env = {**backend.launch_environment(env), **translation.env,
-                     "JESSY_RUNTIME_PATH": str(RUNTIME_PATH)}
-        (attempt_dir / "command.txt").write_text(shell_line(translation.command, extra_env))
-        record.update(command=command_text, notes=translation.notes,
-                      total_steps=translation.total_steps,
-                      env={k: v for k, v in extra_env.items() if not _SECRET.search(k)},
-                      **({"memory_limit_gb": self.max_memory_gb} if self.max_memory_gb else {}),
-                      versions=env.info().get("packages", []))
-        run.save()
-        lap("translate_s")
-        self.console(f"[{name}] {command_text}")
-        for note in translation.notes:
-            self.console(f"[{name}] note: {note}")
-        env_vars = {**os.environ, **extra_env}
-        if self.max_memory_gb:
-            # RLIMIT_AS counts address space: glibc reserves a 64 MiB malloc arena per thread,
-            # so a 2-thread Axolotl run hit a 3 GiB limit (and hung) while using 2.1 GB; with
-            # 2 arenas it trained under the same limit (benchmarks, docs/backends.md)
-            env_vars.setdefault("MALLOC_ARENA_MAX", "2")
-        pause_point(run, "launch")
-        outcome = self._supervise(backend, translation.command, env_vars, attempt_dir, run,
-                                  number, translation.total_steps)
-        lap("backend_s")
-        record["exit_code"] = outcome.exit_code
-        if self._pruned:
-            run.manifest["summary"] = summarise(run.metrics(), name, time.monotonic() - start)
-            return end("pruned", None)
-        if not outcome.ok:
-            return end("failed", outcome.failure)
-        full = spec["method"] == "full"  # a whole model, not an adapter
-        try:
-            info = backend.normalise(attempt_dir, spec, inputs,
-                                     run.path / ("model" if full else "adapter"))
-        except Exception as exc:  # normalisation bugs must not lose the raw outputs
-            return end("failed", Failure(failures.CRASHED,
-                                         f"normalising outputs failed: {type(exc).__name__}: "
-                                         f"{exc}"))
-        if info.get("format") == "none":
-            run.manifest["outputs"] = {"backend": name, **info}
-        elif full:
-            run.manifest["full_model"] = {"path": "model", "backend": name, **info}
-        else:
-            run.manifest["adapter"] = {"path": "adapter", "backend": name, **info}
-        lap("normalise_s")
-        pause_point(run, "normalised")
-        run.manifest["summary"] = summarise(run.metrics(), name, time.monotonic() - start)
-        _plot(run)
-        lap("plot_s")
-        return end("succeeded", None)
-
-    def _supervise(self, backend: Backend, command: list[str], env: dict, attempt_dir: Path,
-                   run: RunDir, number: int, total_steps: int | None) -> Outcome:
-        stdout_log = open(attempt_dir / "stdout.log", "w", encoding="utf-8")
-        stderr_log = open(attempt_dir / "stderr.log", "w", encoding="utf-8")
-        tail: collections.deque[str] = collections.deque(maxlen=400)
-        self._stop_reason = None
-        try:
-            proc = subprocess.Popen(command, cwd=attempt_dir, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, bufsize=1,
-                                    start_new_session=True, errors="replace",
-                                    preexec_fn=functools.partial(_child_setup, _libc(),
-                                                                 self.max_memory_gb))
-        except OSError as exc:
-            stdout_log.close()
-            stderr_log.close()
-            return Outcome(False, Failure(failures.UNAVAILABLE, f"cannot start backend: {exc}"))
-        self._child = proc
-        preload_in_background()  # the loss plot's import overlaps the training (after the fork)
-
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def drain_stderr() -> None:
-            # keeps reading when the log cannot be written (a full disk): a backend whose
-            # stderr pipe is not drained blocks; its last lines stay in `tail`
-            writable = True
-            for line in proc.stderr:
-                tail.append(line)
-                if writable:
-                    try:
-                        stderr_log.write(line)
-                        stderr_log.flush()
-                    except OSError:
-                        writable = False
-
-        def drain_stdout() -> None:
-            for line in proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        readers = [threading.Thread(target=f, daemon=True) for f in (drain_stderr, drain_stdout)]
-        for reader in readers:
-            reader.start()
-        timer = None
-        if self.timeout:
-            timer = threading.Timer(self.timeout, self._stop, args=(failures.TIMEOUT,))
-            timer.daemon = True
-            timer.start()
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        in_main = threading.current_thread() is threading.main_thread()
-        if in_main:
-            for sig in previous:
-                signal.signal(sig, lambda s, f: self._stop(failures.INTERRUPTED))
-        events, first_loss, peak_rss = 0, None, 0.0
-        try:
-            while True:
-                # A short timeout keeps the main thread responsive to Ctrl-C / SIGTERM.
-                try:
-                    line = lines.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                if line is None:
-                    break
-                stdout_log.write(line)
-                stdout_log.flush()
-                tail.append(line)
-                event = backend.parse_event(line.rstrip("\n"))
-                if event is None:
-                    continue
-                if event.get("type") == "runtime":
-                    self._runtime(run, number, event)
-                    continue
-                event.update(backend=backend.name, attempt=number, time=time.time())
-                rss = peak_rss_gb(proc.pid)
-                if rss is not None:
-                    peak_rss = max(peak_rss, rss)
-                if peak_rss:
-                    event["peak_rss_gb"] = peak_rss
-                bad = _non_finite(event)
-                run.append_metric(event)
-                events += 1
-                if self.on_event:
-                    self.on_event(event)
-                self.console(progress_line(event, total_steps))
-                loss = event.get("loss")
-                if bad:
-                    self._stop(failures.NAN_LOSS, f"{bad} at step {event.get('step')}")
-                elif loss is not None:
-                    first_loss = loss if first_loss is None else first_loss
-                    if loss > DIVERGENCE_FACTOR * max(first_loss, 1.0):
-                        self._stop(failures.NAN_LOSS, f"loss diverged to {loss:.4g} (first "
-                                                      f"{first_loss:.4g}) at step "
-                                                      f"{event.get('step')}")
-            while proc.poll() is None:
-                time.sleep(0.1)
-        except BaseException:
-            # jessy itself failed while the backend ran (a full disk writing metrics, a bug):
-            # stop the backend too, so no trainer outlives the attempt that owns it
-            self._stop(failures.CRASHED, "jessy stopped the backend after its own error")
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=3 * GRACE_SECONDS)
-            raise
-        finally:
-            if timer:
-                timer.cancel()
-            if in_main:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-            for reader in readers:
-                reader.join(timeout=5)
-            for log in (stdout_log, stderr_log):
-                with contextlib.suppress(OSError):  # a full disk: the first error is reported
-                    log.close()
-            self._child = None
-        code = proc.returncode
-        if self._stop_reason:
-            kind, _, detail = self._stop_reason.partition("|")
-            if kind == PRUNED:
-                return Outcome(False, None, code, events)
-            reason = detail or {failures.INTERRUPTED: "stopped by the user (SIGINT/SIGTERM)",
-                                failures.TIMEOUT: f"no result within {self.timeout} s"}[kind]
-            return Outcome(False, Failure(kind, reason), code, events)
-        if code == 0:
-            return Outcome(True, None, code, events)
-        return Outcome(False, backend.classify(code, "".join(tail)), code, events)
-
-    def _runtime(self, run: RunDir, number: int, event: dict) -> None:
-        """Facts the backend reports about itself (versions, device, BLAS) go to run.json."""
-        event.pop("type", None)
-        run.manifest["attempts"][number - 1]["runtime"] = event
-        run.save()
-        self.console("[runtime] " + ", ".join(f"{k}={v}" for k, v in event.items()))
+        self._supervisor = Supervisor(self.console, self.timeout, self.max_memory_gb,
+                                      self.on_event)
+        return run_attempt(spec, inputs, run, number, name, self.registry, self._supervisor)
 
     def prune(self, reason: str, step: int | None = None) -> None:
         """Stop the running backend because a sweep judged its trial behind (called from
         `on_event`): the run ends as `pruned`, a status of its own, with no fallback."""
-        if self._pruned is None and self._stop_reason is None:
+        if self._pruned is None and self._supervisor.stop_reason is None:
             self._pruned = {"reason": reason, "step": step}
-            self._stop(PRUNED, reason)
+            self._supervisor.stop(PRUNED, reason)
+
+    @property
+    def _child(self) -> subprocess.Popen | None:
+        """The backend process of the attempt in flight (tests kill it to fake a crash)."""
+        return self._supervisor.child
 
     def _stop(self, kind: str, detail: str = "") -> None:
-        """Ask the backend to stop (SIGINT), then insist (SIGTERM, SIGKILL) after a grace."""
-        if self._stop_reason is None:
-            self._stop_reason = f"{kind}|{detail}"
-        proc = self._child
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-        except ProcessLookupError:
-            return
-
-        def insist() -> None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    proc.wait(timeout=GRACE_SECONDS)
-                    return
-                except subprocess.TimeoutExpired:
-                    try:
-                        os.killpg(proc.pid, sig)
-                    except ProcessLookupError:
-                        return
-
-        threading.Thread(target=insist, daemon=True).start()
-
-
-def _child_setup(libc, max_memory_gb: float | None) -> None:
-    """Runs in the forked child before exec: only calls prepared in the parent (no imports,
-    no library loading), as jessy has threads running when it forks."""
-    if libc is not None:
-        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-        # SIGINT back to its default: a shell starts background jobs with SIGINT ignored, the
-        # child would inherit that, and Python would then never raise KeyboardInterrupt, so
-        # jessy's graceful stop would go unheard (seen: Unsloth trained on to the end)
-        libc.signal(int(signal.SIGINT), 0)  # SIG_DFL
-    if max_memory_gb:
-        limit = int(max_memory_gb * 1024 ** 3)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-@functools.cache
-def _libc():
-    """Linux: the backend gets SIGTERM if jessy dies (even by SIGKILL), so no orphan keeps
-    training; its own session keeps a terminal's Ctrl-C for jessy to handle gracefully."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    return ctypes.CDLL("libc.so.6", use_errno=True)
-
-
-def shell_line(command: list[str], env: dict[str, str]) -> str:
-    """The exact command with the environment it needs, runnable by hand in a shell."""
-    shown = [f"{k}={v}" for k, v in env.items() if not _SECRET.search(k)]
-    return shlex.join(["env", *shown, *command]) + "\n"
+        """Stop the attempt in flight as if `kind` had happened (tests: an interrupt)."""
+        self._supervisor.stop(kind, detail)
 
 
 class ResumeError(Exception):
@@ -533,67 +244,3 @@ def prepared_from_manifest(run: RunDir) -> PreparedData:
     d = run.manifest["data"]
     return PreparedData(Path(d["train"]), Path(d["validation"]) if d["validation"] else None,
                         d["format"], d["n_train"], d["n_validation"])
-
-
-def _non_finite(event: dict) -> str | None:
-    """Replace NaN/inf by null (metrics.jsonl stays strict JSON); say what was wrong."""
-    bad = None
-    for key in ("loss", "eval_loss"):
-        value = event.get(key)
-        if isinstance(value, float) and not math.isfinite(value):
-            event[key] = None
-            event[f"{key}_non_finite"] = str(value)
-            bad = bad or f"{key} became {value}"
-    return bad
-
-
-def progress_line(event: dict, total_steps: int | None) -> str:
-    step = event.get("step")
-    of = f"/{total_steps}" if total_steps else ""
-    parts = [f"[{event.get('backend')}] step {step}{of}"]
-    if event.get("loss") is not None:
-        parts.append(f"loss {event['loss']:.4f}")
-    if event.get("eval_loss") is not None:
-        parts.append(f"eval_loss {event['eval_loss']:.4f}")
-    if event.get("learning_rate") is not None:
-        parts.append(f"lr {event['learning_rate']:.2e}")
-    if event.get("trained_tokens_per_second") is not None:
-        parts.append(f"{event['trained_tokens_per_second']:.0f} trained tok/s")
-    if event.get("peak_rss_gb") is not None:
-        parts.append(f"peak RSS {event['peak_rss_gb']:.2f} GB")
-    return "  ".join(parts)
-
-
-def summarise(events: list[dict], backend: str, seconds: float) -> dict:
-    """The winning attempt's figures, in the one metric vocabulary (metrics-event schema)."""
-    mine = [e for e in events if e.get("backend") == backend]
-    if mine:  # the last attempt of that backend (a resumed run counts on from its steps)
-        last = max(e.get("attempt", 0) for e in mine)
-        mine = [e for e in mine if e.get("attempt", 0) == last]
-    train = [e for e in mine if e.get("loss") is not None]
-    evals = [e for e in mine if e.get("eval_loss") is not None]
-    rates = [e["trained_tokens_per_second"] for e in train
-             if e.get("trained_tokens_per_second")]
-    peaks = [e["peak_rss_gb"] for e in mine if e.get("peak_rss_gb")]
-    return {
-        "backend": backend,
-        "steps": max((e.get("step") or 0 for e in train), default=0),
-        "first_loss": train[0]["loss"] if train else None,
-        "final_loss": train[-1]["loss"] if train else None,
-        "first_eval_loss": evals[0]["eval_loss"] if evals else None,
-        "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
-        "input_tokens": sum(e.get("input_tokens") or 0 for e in train) or None,
-        "trained_tokens": sum(e.get("trained_tokens") or 0 for e in train) or None,
-        "trained_tokens_per_second": round(sum(rates) / len(rates), 1) if rates else None,
-        "peak_rss_gb": max(peaks) if peaks else None,
-        "seconds": round(seconds, 1),
-    }
-
-
-def _plot(run: RunDir) -> None:
-    from .plots import plot_losses
-
-    try:
-        plot_losses(run.metrics(), run.path / "plots" / "loss.png")
-    except ImportError:
-        run.manifest.setdefault("notes", []).append("matplotlib missing: no loss plot")

@@ -171,9 +171,9 @@ def test_sigint_interrupts_gracefully_and_keeps_everything(spec, tmp_path):
 
 
 def test_stubborn_backend_is_killed_after_the_grace(spec, tmp_path, monkeypatch):
-    import jessy_adapters.runner as runner_mod
+    import jessy_adapters.supervise as supervise
 
-    monkeypatch.setattr(runner_mod, "GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(supervise, "GRACE_SECONDS", 0.5)
     reg = registry_with(make_backend("stubborn", "stubborn"))
     runner = Runner(reg, console=lambda m: None)
     interrupt_once_training(tmp_path / "runs")

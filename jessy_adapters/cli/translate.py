@@ -25,6 +25,7 @@ def translate(backend, out, spec):
     """
     import tempfile
 
+    from ..attempt import shell_line, write_native
     from ..backend import RunInputs, TranslationRefused
     from ..data import DataError, prepare
     from ..envs import BackendEnv
@@ -45,23 +46,15 @@ def translate(backend, out, spec):
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     try:
-        result = impl.translate(loaded, RunInputs(model, data), out_dir.resolve(),
-                                BackendEnv(backend))
+        result, env_vars = write_native(impl, loaded, RunInputs(model, data), out_dir.resolve(),
+                                        BackendEnv(backend))
     except TranslationRefused as exc:
         click.echo(f"{backend} cannot honour this spec:", err=True)
         for r in exc.refusals:
             click.echo(f"  {r.spec_path}: {r.reason}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    for rel, content in result.files.items():
-        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out_dir / rel).write_text(content)
+    for rel in result.files:
         click.echo(f"wrote {out_dir / rel}")
-    from ..runner import RUNTIME_PATH, shell_line
-
-    env_vars = {**impl.launch_environment(BackendEnv(backend)), **result.env,
-                "JESSY_RUNTIME_PATH": str(RUNTIME_PATH)}
-    line = shell_line(result.command, env_vars)
-    (out_dir / "command.txt").write_text(line)
     for note in result.notes:
         click.echo(f"note: {note}")
-    click.echo(line.rstrip("\n"))
+    click.echo(shell_line(result.command, env_vars).rstrip("\n"))
