@@ -22,6 +22,7 @@ from .failures import Failure
 from .lifecycle import RunBusy, mark_dead_attempts, owning, pause_point
 from .models import ModelError, require_local, resolve_model
 from .plugins import Registry
+from .room import check_room
 from .rundir import RunDir, _now, process_age
 from .schedule import run_schedule
 from .spec import Spec
@@ -174,6 +175,9 @@ class Runner:
         self.console(f"chat template: {template_summary(model, spec['model']['chat_template'])}"
                      + (f", family {family}" if family else ", family unknown"))
         data = prepare(spec, run.path / "data")
+        for note in check_room(spec, data, model):  # DataError: rows cut before their answer
+            run.manifest.setdefault("notes", []).append(note)
+            self.console(f"note: {note}")
         run.manifest["data"] = {"train": str(data.train), "validation": str(data.validation)
                                 if data.validation else None, "format": data.format,
                                 "n_train": data.n_train, "n_validation": data.n_validation}

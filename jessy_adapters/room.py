@@ -1,0 +1,95 @@
+"""Rows whose prompt leaves no room for the response within model.max_seq_length, refused
+before the first attempt: such a row, cut at max_seq_length before its response starts,
+trains nothing, and a batch of them has no label at all (a NaN loss on the HF trainers).
+
+Checked on every run, so it must be cheap: the prepared single-turn rows are rendered with
+the family's turn format (templates.TURN_FORMATS, the text every backend trains on) and
+counted with the model's tokenizer.json through `tokenizers` (no transformers import). Only
+when that finds a row, or cannot tell (multi-turn rows, no tokenizer.json, an unknown
+family), does the exact check run (datatools: the tokenizer's own chat template), which
+names each row by file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .data import MAX_REPORTED, DataError, DataIssue, rows_without_room
+from .templates import TURN_FORMATS, chat_family, default_system_prompt
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+BOS_FAMILIES = {"llama3", "gemma", "gemma3", "mistral"}  # templates that open with BOS
+
+
+def _prompt_text(messages: list[dict], family: str, default_system: str | None) -> str | None:
+    """The prompt as the family's template renders it, or None for a multi-turn row."""
+    turns = [m for m in messages if m["role"] != "system"]
+    if len(turns) != 2 or turns[0]["role"] != "user":
+        return None
+    fmt = TURN_FORMATS[family]
+    system = next((m["content"] for m in messages if m["role"] == "system"), default_system)
+    instruction = turns[0]["content"]
+    head = ""
+    if system and fmt.get("fold"):
+        instruction = fmt["system"].format(system=system) + instruction
+    elif system:
+        head = fmt["system"].format(system=system)
+    return head + fmt["prompt"].format(instruction=instruction) + fmt.get("lead", "")
+
+
+def fast_count(rows_file: Path, model_path: str, chat_template: str,
+               max_seq_length: int) -> int | None:
+    """How many prepared rows leave no room, or None when this cheap count cannot tell."""
+    tokenizer_file = Path(model_path) / "tokenizer.json"
+    family = chat_family(model_path, chat_template)
+    if family not in TURN_FORMATS or not tokenizer_file.is_file():
+        return None
+    try:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    except Exception:  # noqa: BLE001 (a tokenizer this library cannot read: the exact check)
+        return None
+    default_system = default_system_prompt(model_path, chat_template)
+    bos = 1 if family in BOS_FAMILIES else 0
+    prompts = []
+    with open(rows_file, encoding="utf-8") as fh:
+        for line in fh:
+            text = _prompt_text(json.loads(line)["messages"], family, default_system)
+            if text is None:
+                return None
+            prompts.append(text)
+    lengths = [len(e.ids) + bos for e in tokenizer.encode_batch(prompts,
+                                                                 add_special_tokens=False)]
+    return sum(1 for n in lengths if n + 1 > max_seq_length)
+
+
+def check_room(spec, prepared, model_path: str) -> list[str]:
+    """Raise DataError naming every row (file, line) without room; return notes for the run
+    record when the check could not be made."""
+    if prepared.format == "text":
+        return []
+    limit = spec["model"]["max_seq_length"]
+    choice = spec["model"]["chat_template"]
+    files = [f for f in (prepared.train, prepared.validation) if f]
+    counts = [fast_count(f, model_path, choice, limit) for f in files]
+    if all(c == 0 for c in counts):
+        return []
+    if not any((Path(model_path) / name).is_file() for name in TOKENIZER_FILES):
+        return []  # no tokenizer to measure with: the backend will say so when it loads
+    from .datatools import DataToolError
+
+    try:
+        issues = rows_without_room(spec, model_path)
+    except DataToolError as exc:
+        return [f"rows were not checked for room within max_seq_length: {exc}"]
+    if issues:
+        listed = issues[:MAX_REPORTED]
+        listed.append(DataIssue(str(spec.source or "the spec"), 0,
+                                f"/model/max_seq_length: {limit} leaves no room for the "
+                                f"response of {len(issues)} row(s); raise it or shorten them "
+                                "(`jessy data validate FILE --tokenizer MODEL "
+                                f"--max-seq-length {limit}` lists them)"))
+        raise DataError(listed, more=len(issues) - len(listed) + 1)
+    return []
