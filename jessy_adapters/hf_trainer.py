@@ -64,6 +64,18 @@ def schedule_arguments(schedule: Schedule) -> dict:
     return out
 
 
+def reporting_arguments(spec, carried: dict[str, str]) -> dict:
+    """tracking.report_to as the Trainer's `report_to` ("none" when empty) and, when any is
+    asked, its `project` (trackio's); wandb's project and mlflow's experiment come from the
+    environment (tracking.reporting_env), which also keeps every reporter offline."""
+    from .tracking import project, settings
+
+    carried["/tracking/report_to"] = "report_to (offline, files in the attempt folder)"
+    carried["/tracking/project"] = "project (trackio), WANDB_PROJECT, MLFLOW_EXPERIMENT_NAME"
+    asked = settings(spec)["report_to"]
+    return {"report_to": asked, "project": project(spec)} if asked else {"report_to": "none"}
+
+
 def observer_env(spec, inputs) -> dict[str, str]:
     """What jessy's batch observer (runtime/hf_events.py) needs inside the backend."""
     turn_end = trained_turn_end(spec, inputs)
@@ -81,6 +93,13 @@ def optimizer(t: dict, names: dict[str, str], on_gpu: bool, refusals: list[Refus
                      "adamw_torch")
         return names["adamw"]
     return names[t["optimizer"]]
+
+
+def attention_refusal(attn: str, on_gpu: bool, refusals: list[Refusal]) -> None:
+    """FlashAttention-2 is a CUDA kernel: on a CPU the Trainer would start and then crash."""
+    if attn == "flash_attention_2" and not on_gpu:
+        refusals.append(Refusal("/model/attn_implementation",
+                                "flash_attention_2 needs a CUDA GPU"))
 
 
 def precision(m: dict, t: dict, on_gpu: bool, refusals: list[Refusal], cpu_reason: str) -> str:

@@ -111,3 +111,25 @@ def test_training_arguments_in_the_trainer_s_names_or_the_backend_s():
                        "learning_rate": 1e-4, "lr_scheduler": "cosine", "weight_decay": 0.0,
                        "max_grad_norm": 1.0, "seed": 7, "logging_steps": 5}
     assert set(SCHEDULERS) == {"constant", "linear", "cosine"}
+
+
+@pytest.mark.parametrize("backend", ["unsloth", "llamafactory", "axolotl"])
+def test_flash_attention_on_a_cpu_is_refused_by_path(tmp_path, toy_data, backend):
+    """FlashAttention-2 is a CUDA kernel: the HF Trainer backends would start and crash."""
+    from jessy_adapters.backend import RunInputs, TranslationRefused
+    from jessy_adapters.data import prepare
+    from jessy_adapters.envs import BackendEnv
+    from jessy_adapters.plugins import load_registry
+    from jessy_adapters.spec import spec_from_dict
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"num_hidden_layers": 2, "model_type": "llama"}')
+    spec = spec_from_dict({"model": {"name_or_path": str(model),
+                                     "attn_implementation": "flash_attention_2"},
+                           "data": {"train": str(toy_data)}}, tmp_path)
+    inputs = RunInputs(str(model), prepare(spec, tmp_path / "prepared"))
+    with pytest.raises(TranslationRefused) as err:
+        load_registry().get(backend).translate(spec, inputs, tmp_path / backend,
+                                               BackendEnv(backend))
+    assert "/model/attn_implementation" in [r.spec_path for r in err.value.refusals]

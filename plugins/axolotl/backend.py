@@ -19,6 +19,7 @@ from jessy_adapters.devices import nvidia_gpu, torch_threads_env
 from jessy_adapters.hf_trainer import HFTrainerBackend, observer_env
 from jessy_adapters.scaleout import world_size
 from jessy_adapters.schedule import run_schedule
+from jessy_adapters.tracking import missing_reporters, reporting_env
 
 from .translate import translate_config
 
@@ -47,6 +48,7 @@ class AxolotlBackend(HFTrainerBackend):
         on_gpu = nvidia_gpu() is not None
         cfg, files, launcher, refusals, notes, carried, total = translate_config(
             spec, inputs, attempt_dir, self.output_dir, on_gpu)
+        refusals += missing_reporters(spec, env, self.name)
         if refusals:
             raise TranslationRefused(self.name, refusals)
         files[CONFIG] = yaml.safe_dump(cfg, sort_keys=False)
@@ -64,5 +66,6 @@ class AxolotlBackend(HFTrainerBackend):
                  # on PYTHONPATH
                  "PATH": f"{env.bin('axolotl').parent}{os.pathsep}{os.environ.get('PATH', '')}",
                  "PYTHONPATH": str(RUNTIME), **observer_env(spec, inputs),
-                 "JESSY_WARMUP_STEPS": str(run_schedule(spec, inputs).warmup_steps), **extra},
+                 "JESSY_WARMUP_STEPS": str(run_schedule(spec, inputs).warmup_steps),
+                 **reporting_env(spec, attempt_dir), **extra},
             notes=notes, carried=carried, total_steps=total)

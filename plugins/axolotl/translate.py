@@ -36,6 +36,7 @@ from jessy_adapters.templates import (
     template_summary,
     training_template,
 )
+from jessy_adapters.tracking import project, settings
 
 NAMES = {"per_device_train_batch_size": "micro_batch_size", "lr_scheduler_type": "lr_scheduler",
          "data_seed": None}
@@ -225,6 +226,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
     if not on_gpu:
         cfg.update({k: False for k in CPU_KERNELS_OFF})
         notes.append("CPU: Axolotl's Triton LoRA kernels off (they are hard-coded to CUDA)")
+    hf_trainer.attention_refusal(m["attn_implementation"], on_gpu, refusals)
     if m["attn_implementation"] != "auto":
         cfg["attn_implementation"] = ATTENTION[m["attn_implementation"]]
     elif family == "gemma" and not on_gpu:
@@ -282,7 +284,24 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
     checkpoint = hf_resume(inputs.resume_from, refusals, notes, output_dir)
     if checkpoint:
         cfg["resume_from_checkpoint"] = checkpoint
+    _reporting(spec, attempt_dir, cfg, carried)
     return cfg, files, launcher, refusals, notes, carried, schedule.optimizer_steps
+
+
+def _reporting(spec, attempt_dir: Path, cfg: dict, carried: dict[str, str]) -> None:
+    """tracking.report_to as Axolotl's own switches (its integrations schema: use_wandb,
+    use_mlflow, use_trackio, from which it builds the Trainer's report_to) and project keys;
+    wandb offline, mlflow's file store in the attempt folder (tracking.reporting_env)."""
+    asked, name = settings(spec)["report_to"], project(spec)
+    if "wandb" in asked:
+        cfg.update(use_wandb=True, wandb_project=name, wandb_mode="offline")
+    if "mlflow" in asked:
+        cfg.update(use_mlflow=True, mlflow_experiment_name=name,
+                   mlflow_tracking_uri=(attempt_dir / "mlruns").as_uri())
+    if "trackio" in asked:
+        cfg.update(use_trackio=True, trackio_project_name=name)
+    carried["/tracking/report_to"] = "use_wandb (wandb_mode: offline) / use_mlflow / use_trackio"
+    carried["/tracking/project"] = "wandb_project / mlflow_experiment_name / trackio_project_name"
 
 
 def _scale_out(cfg: dict, res: dict, model_path: str, on_gpu: bool, refusals: list[Refusal],

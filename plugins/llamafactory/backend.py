@@ -18,6 +18,7 @@ from jessy_adapters.backend import (
 from jessy_adapters.devices import nvidia_gpu
 from jessy_adapters.failures import last_error_line
 from jessy_adapters.hf_trainer import HFTrainerBackend, observer_env
+from jessy_adapters.tracking import missing_reporters, reporting_env
 
 from .translate import dataset_info_json, translate_config
 
@@ -49,13 +50,15 @@ class LlamaFactoryBackend(HFTrainerBackend):
     def translate(self, spec, inputs: RunInputs, attempt_dir: Path, env) -> Translation:
         cfg, refusals, notes, carried, total = translate_config(
             spec, inputs, attempt_dir, self.output_dir, str(attempt_dir / "data"), _gpu())
+        refusals += missing_reporters(spec, env, self.name)
         if refusals:
             raise TranslationRefused(self.name, refusals)
         return Translation(
             files={"llamafactory.yaml": yaml.safe_dump(cfg, sort_keys=False),
                    "data/dataset_info.json": dataset_info_json(inputs)},
             command=[str(env.python), str(ENTRY), str(attempt_dir / "llamafactory.yaml")],
-            env={**OFFLINE_ENV, "DISABLE_VERSION_CHECK": "1", **observer_env(spec, inputs)},
+            env={**OFFLINE_ENV, "DISABLE_VERSION_CHECK": "1", **observer_env(spec, inputs),
+                 **reporting_env(spec, attempt_dir)},
             notes=notes, carried=carried, total_steps=total)
 
     def after_env_create(self, env) -> list[str]:

@@ -97,7 +97,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
         "output_dir": str(attempt_dir / output_dir),
         "overwrite_output_dir": False,  # True would silently restart instead of resuming
         "plot_loss": True,
-        "report_to": "none",
+        **hf_trainer.reporting_arguments(spec, carried),
         **hf_trainer.training_arguments(t),
         "include_num_input_tokens_seen": True,
         "train_on_prompt": not d["train_on_responses_only"],
@@ -134,6 +134,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
                                      "and fp16 needs a GPU (bf16 ran 170 s/step on this CPU)")
     cfg["bf16"] = precision == "bf16"
     cfg["fp16"] = precision == "fp16"
+    hf_trainer.attention_refusal(m["attn_implementation"], on_gpu, refusals)
     if m["attn_implementation"] != "auto":
         cfg["flash_attn"] = {"eager": "disabled", "sdpa": "sdpa",
                              "flash_attention_2": "fa2"}[m["attn_implementation"]]

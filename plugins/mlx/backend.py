@@ -23,9 +23,10 @@ from jessy_adapters.backend import (
 )
 from jessy_adapters.failures import Failure, last_error_line
 from jessy_adapters.full_model import mlx_full_to_hf
+from jessy_adapters.tracking import missing_reporters, reporting_env
 
 from .blas import INSTALL_HINT, find_openblas, preload_environment
-from .translate import latest_checkpoint, translate_config
+from .translate import REPORTERS, latest_checkpoint, translate_config
 
 HERE = Path(__file__).resolve().parent
 ENTRY = HERE / "train_entry.py"
@@ -71,13 +72,14 @@ class MLXBackend(Backend):
     def translate(self, spec, inputs: RunInputs, attempt_dir: Path, env) -> Translation:
         adapter_dir = str(attempt_dir / ADAPTER_DIR)
         cfg, refusals, notes, carried = translate_config(spec, inputs, adapter_dir)
+        refusals += missing_reporters(spec, env, self.name, carried=REPORTERS)
         if refusals:
             raise TranslationRefused(self.name, refusals)
         command = [str(env.python), str(ENTRY), str(attempt_dir / "mlx_lora.yaml")]
         return Translation(
             files={"mlx_lora.yaml": yaml.safe_dump(cfg, sort_keys=False)},
             command=command,
-            env=dict(OFFLINE_ENV),
+            env={**OFFLINE_ENV, **reporting_env(spec, attempt_dir)},
             notes=notes,
             carried=carried,
             total_steps=cfg["iters"] // cfg["grad_accumulation_steps"],

@@ -117,6 +117,7 @@ def main(config_path: str) -> int:
         mlx_lora.build_schedule = lambda _cfg: (lambda step: table[mx.minimum(step, last)])
     valid = CacheDataset(valid_set) if len(valid_set) else None
     batches = Batches(args, jessy, n_accum=accum)
+    reporter = reporting(args)
 
     def measure(update: int) -> None:
         """jessy's validation loss (token-weighted over every validation row) after `update`
@@ -131,6 +132,9 @@ def main(config_path: str) -> int:
         batches.eval_seconds += time.perf_counter() - tic
         emit({"type": "eval", "step": update, "eval_loss": _finite(loss),
               "eval_seconds": time.perf_counter() - tic})
+        if reporter is not None:
+            reporter.on_val_loss_report({"iteration": update * accum, "val_loss": loss,
+                                         "val_time": time.perf_counter() - tic})
 
     batches.before_update = measure
 
@@ -154,6 +158,8 @@ def main(config_path: str) -> int:
                 event["input_tokens_per_second"] = inputs / seconds
                 event["trained_tokens_per_second"] = trained / seconds
             emit(event)
+            if reporter is not None:
+                reporter.on_train_loss_report(info)
 
     def jessy_train(**kwargs):
         kwargs["val_dataset"] = None  # jessy measures validation loss itself (measure)
@@ -162,7 +168,21 @@ def main(config_path: str) -> int:
     mlx_lora.train = jessy_train
     mlx_lora.train_model(args, model, train_set, valid_set, Events())
     measure(args.iters // accum)
+    if reporter is not None and "wandb" in sys.modules:
+        sys.modules["wandb"].finish()
     return 0
+
+
+def reporting(args):
+    """mlx-lm's own reporters (tracking.report_to: wandb) or None. They get the reports jessy's
+    callback gets, and jessy's validation losses (mlx-lm's own evaluation is off); wandb
+    writes offline (WANDB_MODE from jessy) into this attempt folder, the working directory."""
+    if not getattr(args, "report_to", None):
+        return None
+    from mlx_lm.tuner.callbacks import get_reporting_callbacks
+
+    return get_reporting_callbacks(args.report_to, project_name=args.project_name,
+                                   log_dir=os.getcwd(), config=dict(vars(args)))
 
 
 def masked_loss(model, batch, spans):

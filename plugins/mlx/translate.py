@@ -23,11 +23,15 @@ from jessy_adapters.templates import (
     trained_turn_end,
     training_template,
 )
+from jessy_adapters.tracking import project, settings
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, as the HF Trainer's
+REPORTERS = ("wandb",)
+"""tracking.report_to entries mlx-lm reports to itself (mlx_lm.tuner.callbacks: wandb and
+swanlab), wrapped by train_entry.py around jessy's events callback."""
 
 
 def module_key(short: str) -> str:
@@ -216,4 +220,22 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
         else:
             cfg["num_layers"] = len(wanted)
     carried["/lora/layers"] = "num_layers (-1 = all; a tail of N blocks = N)"
+    _reporting(spec, cfg, refusals, carried)
     return cfg, refusals, notes, carried
+
+
+def _reporting(spec, cfg: dict, refusals: list[Refusal], carried: dict[str, str]) -> None:
+    """tracking.report_to as mlx-lm's own `report_to` and `project_name`."""
+    asked = settings(spec)["report_to"]
+    other = [r for r in asked if r not in REPORTERS]
+    if other:
+        refusals.append(Refusal("/tracking/report_to",
+                                f"mlx-lm reports to wandb and swanlab only, not "
+                                f"{', '.join(other)}; tracking.tensorboard gives MLX runs "
+                                "TensorBoard files written by jessy"))
+    if asked:
+        cfg["report_to"] = ",".join(r for r in asked if r in REPORTERS)
+        cfg["project_name"] = project(spec)
+    carried["/tracking/report_to"] = ("report_to (mlx-lm's wandb reporter, offline, files in "
+                                      "the attempt folder); mlflow, trackio refused")
+    carried["/tracking/project"] = "project_name"

@@ -15,6 +15,7 @@ from jessy_adapters.backend import (
 )
 from jessy_adapters.devices import nvidia_gpu
 from jessy_adapters.hf_trainer import HFTrainerBackend, observer_env
+from jessy_adapters.tracking import missing_reporters, reporting_env
 
 from .translate import translate_config
 
@@ -44,10 +45,12 @@ class UnslothBackend(HFTrainerBackend):
         on_gpu = nvidia_gpu() is not None
         cfg, refusals, notes, carried = translate_config(
             spec, inputs, attempt_dir, self.output_dir, on_gpu)
+        refusals += missing_reporters(spec, env, self.name)
         if refusals:
             raise TranslationRefused(self.name, refusals)
         # never let Unsloth fetch or build llama.cpp at run time
-        run_env = {**OFFLINE_ENV, "UNSLOTH_AUTO_INSTALL": "0", **observer_env(spec, inputs)}
+        run_env = {**OFFLINE_ENV, "UNSLOTH_AUTO_INSTALL": "0", **observer_env(spec, inputs),
+                   **reporting_env(spec, attempt_dir)}
         if inputs.require_accelerator:
             run_env["UNSLOTH_DISABLE_CPU_FALLBACK"] = "1"
         return Translation(

@@ -78,9 +78,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
     if attn == "auto" and not on_gpu and model_type(inputs.model_path) == "gemma2":
         attn = "eager"  # SDPA ignores Gemma-2's logit soft-capping
         notes.append("Gemma-2 on CPU: attn_implementation eager (SDPA drops soft-capping)")
-    if attn == "flash_attention_2" and not on_gpu:
-        refusals.append(Refusal("/model/attn_implementation",
-                                "flash_attention_2 needs a CUDA GPU"))
+    hf_trainer.attention_refusal(attn, on_gpu, refusals)
     if attn != "auto":
         load["attn_implementation"] = attn
     carried.update({"/model/name_or_path": "from_pretrained.model_name",
@@ -135,7 +133,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
         "max_length": m["max_seq_length"],
         "packing": False,
         "dataset_text_field": "text",
-        "report_to": "none",
+        **hf_trainer.reporting_arguments(spec, carried),
         "include_num_input_tokens_seen": True,
         "shuffle_dataset": False,
     }

@@ -27,15 +27,18 @@ from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 from jessy_adapters.devices import nvidia_gpu
 from jessy_adapters.hf_trainer import (
     HFTrainerBackend,
+    attention_refusal,
     observer_env,
     optimizer,
     precision,
+    reporting_arguments,
     schedule_arguments,
     training_arguments,
 )
 from jessy_adapters.layers import adapted_layers
 from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.templates import family_refusal, template_summary, training_template
+from jessy_adapters.tracking import reporting_env
 
 NAME = "peft-example"
 TRAIN = Path(__file__).resolve().with_name("train.py")
@@ -71,9 +74,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
         dtype = "float32"
         notes.append("CPU: training in float32 (precision auto)")
     attn = None if m["attn_implementation"] == "auto" else m["attn_implementation"]
-    if attn == "flash_attention_2" and not on_gpu:
-        refusals.append(Refusal("/model/attn_implementation",
-                                "flash_attention_2 needs a CUDA GPU"))
+    attention_refusal(m["attn_implementation"], on_gpu, refusals)
     refusal = family_refusal(inputs.model_path, m["chat_template"])
     if refusal:
         refusals.append(refusal)
@@ -121,7 +122,7 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
             "logging_strategy": "steps",
             **schedule_arguments(schedule),
             "bf16": chosen == "bf16", "fp16": chosen == "fp16",
-            "report_to": "none", "remove_unused_columns": False,
+            **reporting_arguments(spec, carried), "remove_unused_columns": False,
             "prediction_loss_only": True, "disable_tqdm": True, "use_cpu": not on_gpu}
     if t["gradient_checkpointing"]:  # only when on: newer transformers renamed the argument
         args.update(gradient_checkpointing=True,
@@ -192,5 +193,5 @@ class PeftExampleBackend(HFTrainerBackend):
         return Translation(
             files={CONFIG: json.dumps(cfg, indent=2)},
             command=[sys.executable, str(TRAIN), str(attempt_dir / CONFIG)],
-            env={**OFFLINE_ENV, **observer_env(spec, inputs)},
+            env={**OFFLINE_ENV, **observer_env(spec, inputs), **reporting_env(spec, attempt_dir)},
             notes=notes, carried=carried, total_steps=cfg["total_steps"])
