@@ -1,8 +1,9 @@
 """One attempt: a backend's try at the run, from its check to its normalised outputs.
 
-check -> translate -> write the native files -> launch (supervise.py) -> normalise -> plot,
-each phase timed in the attempt's run.json record. Translating and writing is one function
-shared with `jessy translate`, so that its preview is exactly what a run launches.
+check -> translate -> write the native files -> launch (supervise.py; the tracking sinks of
+tracking.py beside it) -> normalise -> plot, each phase timed in the attempt's run.json
+record. Translating and writing is one function shared with `jessy translate`, so that its
+preview is exactly what a run launches.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .plugins import Registry, RegistryError
 from .rundir import RunDir, _now
 from .spec import Spec
 from .supervise import Supervisor
+from .tracking import metric_sinks
 
 RUNTIME_PATH = package_file("runtime")
 _SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.I)
@@ -121,8 +123,9 @@ def run_attempt(spec: Spec, inputs: RunInputs, run: RunDir, number: int, name: s
         # 2 arenas it trained under the same limit (benchmarks, docs/backends.md)
         env_vars.setdefault("MALLOC_ARENA_MAX", "2")
     pause_point(run, "launch")
-    outcome = supervisor.supervise(backend, translation.command, env_vars, attempt_dir, run,
-                                   number, translation.total_steps)
+    with metric_sinks(spec, run.path, attempt_dir.name) as sinks:  # tracking.tensorboard
+        outcome = supervisor.supervise(backend, translation.command, env_vars, attempt_dir,
+                                       run, number, translation.total_steps, sinks)
     record.lap("backend_s")
     record.fields["exit_code"] = outcome.exit_code
     if outcome.pruned:

