@@ -320,3 +320,24 @@ def test_the_shipped_search_spaces_fit_the_quickstart():
     assert spaces
     for path in spaces:
         assert load_space(path, quickstart.raw).dimensions
+
+
+def test_a_trial_that_breaks_a_constraint_is_never_best(tmp_path, spec_file):
+    """The fast learner has the lowest validation loss but breaks final_loss>=1.5: the
+    slower, feasible trial is best, and the table says why the other is not."""
+    result = sweep(spec_file, space(tmp_path, """\
+        /training/learning_rate: [0.01, 0.00002]
+        start_with:
+          - {/training/learning_rate: 0.01}
+          - {/training/learning_rate: 0.00002}
+        """), "--trials", "2", "--no-prune", "--constraint", "final_loss>=1.5")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "sweep-swept"
+    trials = json.loads((folder / "sweep.json").read_text())["trials"]
+    fast, slow = trials
+    assert fast["values"][0] < slow["values"][0]
+    assert fast["feasible"] is False and slow["feasible"] is True
+    assert json.loads((folder / "sweep.json").read_text())["best"] == [1]
+    assert "violates a constraint" in (folder / "sweep.md").read_text()
+    assert yaml.safe_load((folder / "best.yaml").read_text())["training"][
+        "learning_rate"] == 0.00002

@@ -103,15 +103,10 @@ def open_study(folder: Path, spec: Spec, space: Space, options: SweepOptions):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = [METRICS[name][0] for name in options.objectives]
-    constraints = None
-    if options.constraints:
-        def constraints(frozen):
-            return frozen.user_attrs.get("constraints") or [1.0] * len(options.constraints)
     if options.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=options.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=options.seed, constraints_func=constraints,
-                                             n_startup_trials=5)
+    else:  # constraints reach TPE through Trial.set_constraint (Optuna >= 5)
+        sampler = optuna.samplers.TPESampler(seed=options.seed, n_startup_trials=5)
     single = len(directions) == 1
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=options.prune_after,
                                           n_warmup_steps=1)
@@ -247,8 +242,10 @@ def _run_trial(trial, study, spec: Spec, folder: Path, registry: Registry,
     trial.set_user_attr("metrics", metrics)
     trial.set_user_attr("seconds", round(time.monotonic() - start, 1))
     if options.constraints:
-        trial.set_user_attr("constraints", [c.violation(metrics[c.metric])
-                                            for c in options.constraints])
+        violations = [c.violation(metrics[c.metric]) for c in options.constraints]
+        trial.set_user_attr("constraints", violations)
+        for constraint, violation in zip(options.constraints, violations, strict=True):
+            trial.set_constraint(str(constraint), violation)
     if m["status"] == "pruned":
         trial.set_user_attr("pruned", m.get("pruned"))
         study.tell(trial, state=TrialState.PRUNED)
