@@ -338,6 +338,8 @@ def test_a_trial_that_breaks_a_constraint_is_never_best(tmp_path, spec_file):
     assert fast["values"][0] < slow["values"][0]
     assert fast["feasible"] is False and slow["feasible"] is True
     assert json.loads((folder / "sweep.json").read_text())["best"] == [1]
-    assert "violates a constraint" in (folder / "sweep.md").read_text()
+    md = (folder / "sweep.md").read_text()
+    assert "violates a constraint" in md
+    assert "| final_eval_loss | final_loss |" in md  # the bounded metric has its column
     assert yaml.safe_load((folder / "best.yaml").read_text())["training"][
         "learning_rate"] == 0.00002

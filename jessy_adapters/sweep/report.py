@@ -35,8 +35,9 @@ def trial_rows(study, folder: Path) -> list[dict]:
             "fell_back_from": attrs.get("fell_back_from"), "pruned": attrs.get("pruned"),
             "last_step": attrs.get("last_step"), "planned_steps": attrs.get("planned_steps"),
             "failure": attrs.get("failure"), "seconds": attrs.get("seconds"),
+            # judged on measured trials only: a pruned or failed one has no metrics to judge
             "feasible": all(v <= 0 for v in attrs["constraints"])
-            if "constraints" in attrs else None,
+            if "constraints" in attrs and t.state.name == "COMPLETE" else None,
             "retry_of": attrs.get("retry_of"),
         })
     return rows
@@ -123,6 +124,7 @@ def _cell(value) -> str:
 
 def render_markdown(report: dict, options: SweepOptions) -> str:
     objectives = [o["metric"] for o in report["objectives"]]
+    bounded = [c.metric for c in options.constraints if c.metric not in objectives]
     paths = [d["path"] for d in report["space"]["dimensions"]]
     order = {n: i for i, n in enumerate(report["best"])}
     signs = [1 if o["direction"] == "minimize" else -1 for o in report["objectives"]]
@@ -142,9 +144,9 @@ def render_markdown(report: dict, options: SweepOptions) -> str:
              f"{report['finished']} of {report['asked']} trials finished; best: "
              f"{', '.join(map(str, report['best'])) or 'none yet'}"
              + (" (the Pareto front)" if len(objectives) > 1 else "") + ".", "",
-             "| trial | state | " + " | ".join(paths) + " | " + " | ".join(objectives)
+             "| trial | state | " + " | ".join(paths) + " | " + " | ".join(objectives + bounded)
              + " | steps | backend | run | note |",
-             "|" + "---|" * (len(paths) + len(objectives) + 6)]
+             "|" + "---|" * (len(paths) + len(objectives) + len(bounded) + 6)]
     for row in sorted(report["trials"], key=key):
         values = row["values"] or [None] * len(objectives)
         state = "abandoned" if row["abandoned"] else row["state"]
@@ -157,7 +159,9 @@ def render_markdown(report: dict, options: SweepOptions) -> str:
         steps = f"{row['last_step']}/{row['planned_steps']}" if row.get("planned_steps") else ""
         lines.append("| " + " | ".join([
             str(row["number"]), state, *[_cell(row["params"].get(p)) for p in paths],
-            *[_cell(v) for v in values], steps, _cell(row.get("winner") or row.get("backend")),
+            *[_cell(v) for v in values],
+            *[_cell((row.get("metrics") or {}).get(m)) for m in bounded], steps,
+            _cell(row.get("winner") or row.get("backend")),
             f"`{row['run_dir']}`" if row.get("run_dir") else "", _cell(note)]) + " |")
     lines += ["", "![history](plots/history.png)", "", "![importance](plots/importance.png)",
               ""]
