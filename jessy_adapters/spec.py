@@ -150,6 +150,8 @@ def _expected(error) -> str:
         for alt in s["oneOf"]:
             if "const" in alt:
                 options.append(repr(alt["const"]))
+            elif "title" in alt:  # a branch that names its own form, e.g. 'last N'
+                options.append(alt["title"])
             elif alt.get("type") == "array":
                 items = alt.get("items", {})
                 options.append(
