@@ -125,7 +125,8 @@ def test_four_backends_rows_figures_scores_verdict_and_plots(spec_file, tmp_path
     assert alpha["final_train_loss"] == pytest.approx(0.4)
     beta_events = events_of(folder / beta["run_dir"])
     for row, events in ((alpha, events_of(folder / alpha["run_dir"])), (beta, beta_events)):
-        assert row["peak_rss_gb"] == max(e["peak_rss_gb"] for e in events)  # jessy measures it
+        # jessy measures it (from the first event whose process it could read)
+        assert row["peak_rss_gb"] == max(e["peak_rss_gb"] for e in events if "peak_rss_gb" in e)
     assert alpha["trained_tokens_per_second"] == 400.0
     assert alpha["input_tokens_per_second"] == 1000.0
     train = [e for e in beta_events if e["type"] == "train"]
