@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from .folders import COMPARE, RUN, SWEEP, Found, Roots, file_inside, valid_relative
+from .folders import COMPARE, RUN, SWEEP, Found, Roots, file_inside, inside, valid_relative
 from .progress import Progress, planned_steps
 from .reading import (
     clean,
@@ -421,11 +421,4 @@ class Documents:
 
 def file_folder(folder: Path, rel: str) -> Path | None:
     """The folder REL names inside FOLDER (resolved, still inside it), or None."""
-    parts = valid_relative(rel.rstrip("/")) if isinstance(rel, str) else None
-    if parts is None:
-        return None
-    try:
-        real = folder.joinpath(*parts).resolve(strict=True)
-    except (OSError, RuntimeError):
-        return None
-    return real if real.is_relative_to(folder) and real.is_dir() else None
+    return inside(folder, rel.rstrip("/"), Path.is_dir) if isinstance(rel, str) else None

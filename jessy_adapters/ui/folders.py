@@ -89,14 +89,8 @@ class Roots:
         root = self.real(int(head))
         if root is None:
             return None
-        parts = valid_relative(rest) if rest else []
-        if parts is None:
-            return None
-        try:
-            real = root.joinpath(*parts).resolve(strict=True)
-        except (OSError, RuntimeError):
-            return None
-        if not real.is_relative_to(root) or not real.is_dir():
+        real = inside(root, rest, Path.is_dir) if rest else root
+        if real is None:
             return None
         if kind is not None and kind_of(real) != kind:
             return None
@@ -148,16 +142,20 @@ class Roots:
         return found
 
 
-def file_inside(folder: Path, rel: str) -> Path | None:
-    """The regular file REL names inside FOLDER (already resolved), or None: REL must be a
-    plain relative path, and the file must resolve, symlinks followed, inside FOLDER."""
-    parts = valid_relative(rel)
+def inside(folder: Path, rel: str, is_kind=Path.is_file) -> Path | None:
+    """What REL names inside FOLDER (already resolved), or None: REL must be a plain
+    relative path, and it must resolve, symlinks followed, inside FOLDER and be of the kind
+    asked (a file by default). The one confinement rule of every path the UI serves."""
+    parts = valid_relative(rel) if isinstance(rel, str) else None
     if parts is None:
         return None
     try:
         real = folder.joinpath(*parts).resolve(strict=True)
     except (OSError, RuntimeError):
         return None
-    if not real.is_relative_to(folder) or not real.is_file():
-        return None
-    return real
+    return real if real.is_relative_to(folder) and is_kind(real) else None
+
+
+def file_inside(folder: Path, rel: str) -> Path | None:
+    """The regular file REL names inside FOLDER, or None (see `inside`)."""
+    return inside(folder, rel)
