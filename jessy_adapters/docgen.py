@@ -123,7 +123,10 @@ def _family_stand_in(folder: Path, family: str) -> Path:
 def render_families() -> str:
     """Family x backend: what each backend gets for a model of each chat family (the quickstart
     spec translated with `chat_template: auto` against a stand-in model whose tokenizer carries
-    the family's upstream template), between markers in docs/backends.md."""
+    the family's upstream template), supported or refused with the spec path and the reason,
+    between markers in docs/backends.md; and the refusal every backend gives a named family the
+    tokenizer contradicts."""
+    import copy
     import tempfile
 
     from .backend import RunInputs, TranslationRefused
@@ -137,33 +140,50 @@ def render_families() -> str:
     registry = load_registry()
     names = [n for n in registry.names() if registry.backends[n].trains
              and registry.backends[n].runs_here]
+    contradiction = ("mistral", "llama3")  # (named family, the tokenizer's own)
+
+    def cell(spec, model: Path, data, name: str, tmp: str) -> str:
+        try:
+            out = registry.get(name).translate(spec, RunInputs(str(model), data),
+                                               Path(tmp) / "attempt", BackendEnv(name))
+        except TranslationRefused as exc:
+            return "**refused**: " + "; ".join(f"`{r.spec_path}` {r.reason}"
+                                               for r in exc.refusals)
+        return "supported: " + out.carried["/model/chat_template"]
+
     cells: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         spec = load_spec(SPECS_DIR / "examples" / "quickstart.yaml")
         data = prepare(spec, Path(tmp) / "data")
         for family in FAMILIES:
             model = _family_stand_in(Path(tmp) / family, family)
-            cells[family] = []
-            for name in names:
-                try:
-                    out = registry.get(name).translate(spec, RunInputs(str(model), data),
-                                                       Path(tmp) / "attempt", BackendEnv(name))
-                    cell = out.carried["/model/chat_template"]
-                except TranslationRefused as exc:
-                    cell = "**refused**: " + "; ".join(
-                        r.reason for r in exc.refusals if r.spec_path == "/model/chat_template")
-                cells[family].append(cell)
+            cells[family] = [cell(spec, model, data, name, tmp) for name in names]
+        named = copy.deepcopy(spec)
+        named.data["model"]["chat_template"] = contradiction[0]
+        contradicted = [cell(named, Path(tmp) / contradiction[1], data, name, tmp)
+                        for name in names]
     detected = {family: " + ".join(f"`{m}`" for m in needs) + "".join(
         f", not `{m}`" for m in refuses) for family, needs, refuses in DETECTION}
     lines = [FAMILIES_START, "",
              "| family | detected by (auto) | end of turn | named: jessy's template | "
              "auto: jessy replaces the tokenizer's |", "|---|---|---|---|---|"]
     for family in FAMILIES:
-        named = "jessy's own" if family in JESSY_OWN else f"`model_templates/{family}.jinja`"
+        named_template = ("jessy's own" if family in JESSY_OWN
+                          else f"`model_templates/{family}.jinja`")
         lines.append(_row([f"`{family}`", detected[family], f"`{TURN_FORMATS[family]['end']}`",
-                           named, OVERRIDES.get(family, ("", "no"))[1]]))
-    lines += ["", "| family | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+                           named_template, OVERRIDES.get(family, ("", "no"))[1]]))
+    lines += ["", "Family x backend, generated from each backend's translation of "
+              "`specs/examples/quickstart.yaml` (`chat_template: auto`) for a model of the family: "
+              "*supported* with what the backend is given (its native template name, jessy's "
+              "format strings or template, Unsloth's response markers), or *refused* with the "
+              "spec path and the reason, before anything runs. `tests/test_family_matrix.py` "
+              "trains every cell on the family's tiny model and checks, from the rows the "
+              "backend itself fed the model, that it trains the answers and the end of turn "
+              "only.", "",
+              "| family | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     lines += [_row([f"`{family}`", *cells[family]]) for family in FAMILIES]
+    lines.append(_row([f"`{contradiction[0]}` named, `{contradiction[1]}` tokenizer",
+                       *contradicted]))
     return "\n".join(lines + ["", FAMILIES_END]) + "\n"
 
 

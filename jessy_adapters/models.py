@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .paths import models_dir
-from .tiny_models import TINY, build_tiny, builtin_name
+from .tiny_models import BUILD_VERSION, TINY, build_tiny, builtin_name
 
 BUILTIN_PREFIX = "builtin:"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -142,7 +142,7 @@ def _tiny(family: str) -> Callable[[Path], str]:
 
 BUILTINS: dict[str, tuple[Callable[[Path], str], int]] = {
     "smollm2-135m-instruct": (build_smollm2, 2),
-    **{builtin_name(family): (_tiny(family), 1) for family in TINY},
+    **{builtin_name(family): (_tiny(family), BUILD_VERSION) for family in TINY},
 }
 """Builtin name -> (builder, build version): bump the version when the folder layout changes
 and older builds are rebuilt."""

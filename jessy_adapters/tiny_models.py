@@ -26,10 +26,16 @@ transformers' Qwen2Tokenizer rebuilds whatever tokenizer.json says. A run of new
 piece wherever it stands, so a prompt tokenized alone is a prefix of the prompt and response
 tokenized together."""
 SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
          "initializer_range": 0.5}
 """initializer_range 0.5 (not 0.02): with tiny tied embeddings the logits of a 64-wide model
-stay near-uniform whatever LoRA does, so loss could not visibly fall."""
+stay near-uniform whatever LoRA does, so loss could not visibly fall. 4096 positions, the
+shortest context of the families' reference models (Phi-3-mini-4k): a spec written for the
+real model (the seed's max_seq_length 2048) asks nothing of the tiny one that the real one
+would not do, e.g. no RoPE scaling (Unsloth extends RoPE when max_seq_length exceeds it)."""
+BUILD_VERSION = 2
+"""The builtin tiny models' build version (models.BUILTINS): bump it when what build_tiny
+writes changes, so builds already in $JESSY_HOME/models are rebuilt."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ TINY = {
                     ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "<pad>"),
                     eos="</s>", bos="<s>", pad="<pad>", unk="<unk>",
                     extra_config={"rope_theta": 1000000.0}),
-    "phi3": Tiny("Phi3ForCausalLM", {"original_max_position_embeddings": 512},
+    "phi3": Tiny("Phi3ForCausalLM", {"original_max_position_embeddings": 4096},
                  ("<unk>", "<s>", "</s>", "<|endoftext|>", "<|assistant|>", "<|system|>",
                   "<|end|>", "<|user|>"),
                  eos="<|endoftext|>", pad="<|endoftext|>", unk="<unk>",

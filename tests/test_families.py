@@ -18,7 +18,7 @@ from jessy_adapters.backend import RunInputs, TranslationRefused
 from jessy_adapters.cli import cli
 from jessy_adapters.data import prepare
 from jessy_adapters.envs import BackendEnv
-from jessy_adapters.models import READY, ModelError, resolve_model
+from jessy_adapters.models import BUILTINS, READY, ModelError, resolve_model
 from jessy_adapters.spec import load_spec
 from jessy_adapters.templates import (
     NON_THINKING,
@@ -338,7 +338,7 @@ def test_builtin_tiny_models_build_once_into_jessy_home(tmp_path, monkeypatch):
     monkeypatch.setenv("JESSY_HOME", str(tmp_path / "home"))
     path = resolve_model("builtin:tiny-gemma2")
     ready = json.loads((tmp_path / "home" / "models" / "tiny-gemma2" / READY).read_text())
-    assert path.endswith("tiny-gemma2") and ready["version"] == 1
+    assert path.endswith("tiny-gemma2") and ready["version"] == BUILTINS["tiny-gemma2"][1]
     stamp = (tmp_path / "home" / "models" / "tiny-gemma2" / READY).stat().st_mtime_ns
     result = CliRunner().invoke(cli, ["model", "build", "tiny-gemma2"])
     assert result.exit_code == 0 and result.output.strip() == path

@@ -15,6 +15,7 @@ merges the adapter and runs the steps in order (export_run).
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -48,6 +49,11 @@ __all__ = ["LLAMA_CPP_PYTHON", "LLAMA_FTYPES", "NEEDED", "NODE_LLAMA_CPP", "NODE
            "ollama_template", "template_family", "to_gguf", "validate_modelfile"]
 
 
+SENTENCEPIECE_FILES = ("tokenizer.model",)
+"""Tokenizer files the merged folder takes from the base model when saving the tokenizer
+wrote none: the merge changes no token."""
+
+
 def merge(model_path: str, adapter: Path, out: Path) -> Path:
     import torch
     from peft import PeftModel
@@ -57,6 +63,12 @@ def merge(model_path: str, adapter: Path, out: Path) -> Path:
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(model_path).save_pretrained(out)
+    # transformers 5 saves the tokenizer as tokenizer.json only; llama.cpp's converter reads
+    # a SentencePiece vocabulary (Gemma's, Llama-2's, Phi-3's) from tokenizer.model
+    for name in SENTENCEPIECE_FILES:
+        source = Path(model_path) / name
+        if source.is_file() and not (out / name).exists():
+            shutil.copy2(source, out / name)
     return out
 
 

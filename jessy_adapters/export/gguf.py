@@ -3,6 +3,7 @@ llama.cpp's own quantiser (libllama through ctypes) when its binaries are at han
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,9 +42,35 @@ def _convert(merged: Path, outtype: str, out_file: Path) -> Path:
                            "--outtype", outtype, "--outfile", str(out_file)],
                           capture_output=True, text=True, cwd=tools)
     if proc.returncode != 0 or not out_file.is_file():
-        raise ExportError(f"llama.cpp converter failed ({outtype}): "
-                          f"{proc.stderr.strip().splitlines()[-1:]}")
+        raise ExportError(converter_failure(proc.stderr, merged, outtype))
     return out_file
+
+
+_CHKHSH = re.compile(r"chkhsh:\s*([0-9a-f]{64})")
+_NO_SPM = re.compile(r"Missing (\S*tokenizer\.model)")
+
+
+def converter_failure(stderr: str, merged: Path, outtype: str) -> str:
+    """What the converter's failure means, said without its traceback: the two tokenizer
+    failures by name (a byte-level BPE tokenizer llama.cpp does not know; an architecture
+    whose vocabulary it reads from a SentencePiece file that is not there), else its last
+    line."""
+    if "BPE pre-tokenizer was not recognized" in stderr:
+        found = _CHKHSH.search(stderr)
+        return (f"GGUF {outtype}: llama.cpp's converter does not recognise the tokenizer of "
+                f"{merged} (pre-tokenizer hash {found.group(1) if found else 'unknown'}). It "
+                "identifies a byte-level BPE tokenizer by hashing how it splits a fixed text "
+                "and knows only those of published models (convert_hf_to_gguf.py, "
+                "get_vocab_base_pre), so a tokenizer trained from scratch, as jessy's tiny "
+                "models' are, or one changed since cannot be converted. Export a model with "
+                "its published tokenizer, or one with a SentencePiece tokenizer.model (Gemma)")
+    missing = _NO_SPM.search(stderr)
+    if missing:
+        return (f"GGUF {outtype}: llama.cpp's converter reads this architecture's vocabulary "
+                f"from a SentencePiece tokenizer.model, which {merged} does not have "
+                f"({missing.group(1)})")
+    last = stderr.strip().splitlines()[-1:] or ["(no output)"]
+    return f"llama.cpp converter failed ({outtype}): {last[0]}"
 
 
 def _llama_quantize(library: Path, src: Path, dst: Path, ftype: int) -> None:
