@@ -383,7 +383,9 @@ def import_and_run(dialect: str, backend: str, model: str, toy_data: Path,
 
     # the local rows, in the format --data's first row says
     n_rows = len(data.read_text().splitlines())
-    assert manifest["data"]["format"] == want.data_format
+    spec = yaml.safe_load((run / "spec.yaml").read_text())
+    assert spec["data"]["format"] == want.data_format
+    assert manifest["data"]["format"] == "messages"  # what every backend is fed
     assert manifest["data"]["n_train"] + manifest["data"]["n_validation"] == n_rows
 
     # the schedule jessy decided: the upstream LR, scheduler and warmup, MAX_STEPS updates
