@@ -98,7 +98,9 @@ def dashboard(*roots: Path):
 
 
 def wait(driver, condition, timeout=15.0, message=""):
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+    # the pages redraw: an element found a moment ago may be replaced, so look again
+    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException)).until(
         lambda d: condition(d) or None, message)
 
 
@@ -122,6 +124,16 @@ def click(driver, css: str) -> bool:
 def console_errors(driver) -> list[str]:
     """The page's errors since the last call (a script that threw, a request that failed)."""
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def text_of(driver, by, selector: str) -> str:
+    """An element's text, looked up again if the page replaced it between find and read."""
+    for _ in range(50):
+        try:
+            return driver.find_element(by, selector).text
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"{selector} kept being replaced")
 
 
 def points(driver) -> int:
@@ -157,26 +169,36 @@ def test_fallback_run_and_a_live_chart_that_grows(tmp_path, browser, artifacts):
 
             # the finished run: both attempts, the reason, the crash's stderr
             wait(browser, lambda d: click(d, f'tr[data-key="0/{fallback.name}"] a'))
-            attempts = wait(browser, lambda d: len(d.find_elements(
-                By.CSS_SELECTOR, "#attempts > li[data-attempt]")) == 2 and d.find_elements(
-                By.CSS_SELECTOR, "#attempts > li[data-attempt]"), message="no two attempts")
-            first, second = attempts
-            assert first.get_attribute("data-backend") == "fake0"
-            assert first.get_attribute("data-status") == "failed"
-            reason = first.find_element(By.CSS_SELECTOR, ".reason")
-            assert reason.get_attribute("data-kind") == "crashed"
-            assert "exit code 1: RuntimeError: fake trainer exploded" in reason.text
-            assert "RuntimeError: fake trainer exploded" in first.find_element(
-                By.CSS_SELECTOR, "pre.log").text  # the stderr tail, open for a failure
-            assert second.get_attribute("data-backend") == "fake1"
-            assert second.get_attribute("data-status") == "succeeded"
+            def attempt_facts(d):
+                """Both attempts as the page shows them, read in one go (the page redraws
+                its attempts: an element found a moment ago may be gone)."""
+                try:
+                    items = d.find_elements(By.CSS_SELECTOR, "#attempts > li[data-attempt]")
+                    if len(items) != 2:
+                        return None
+                    first, second = items
+                    reason = first.find_element(By.CSS_SELECTOR, ".reason")
+                    return {"backends": [i.get_attribute("data-backend") for i in items],
+                            "statuses": [i.get_attribute("data-status") for i in items],
+                            "kind": reason.get_attribute("data-kind"), "reason": reason.text,
+                            "log": first.find_element(By.CSS_SELECTOR, "pre.log").text}
+                except (StaleElementReferenceException, NoSuchElementException):
+                    return None
+
+            facts = wait(browser, attempt_facts, message="no two attempts")
+            assert facts["backends"] == ["fake0", "fake1"]
+            assert facts["statuses"] == ["failed", "succeeded"]
+            assert facts["kind"] == "crashed"
+            assert "exit code 1: RuntimeError: fake trainer exploded" in facts["reason"]
+            # the stderr tail, open for a failure
+            assert "RuntimeError: fake trainer exploded" in facts["log"]
             wait(browser, lambda d: points(d) == 7)  # 2 steps on fake0, 5 on fake1
             browser.save_screenshot(str(artifacts / "fallback-run.png"))
 
             # the running run: its chart grows as metrics.jsonl does
             browser.get(f"{url}run/0/{live.name}")
             wait(browser, lambda d: points(d) == 3, message="the 3 complete lines")
-            assert browser.find_element(By.CSS_SELECTOR, "#run-status .pill").text == "running"
+            assert text_of(browser, By.CSS_SELECTOR, "#run-status .pill") == "running"
             ui_runs.finish_partial(live, then=[ui_runs.event(5)])
             wait(browser, lambda d: points(d) == 5, message="the finished half line and one")
             assert status_on_disk(live) == "running"
@@ -184,9 +206,9 @@ def test_fallback_run_and_a_live_chart_that_grows(tmp_path, browser, artifacts):
                 ui_runs.append_events(live, [ui_runs.event(step)])
                 wait(browser, lambda d, n=step: points(d) == n, message=f"step {step}")
             assert status_on_disk(live) == "running"
-            facts = browser.find_element(By.ID, "progress-facts").text
+            facts = text_of(browser, By.ID, "progress-facts")
             assert "8 / 12" in facts, facts
-            eta = browser.find_element(By.CSS_SELECTOR, '[data-fact="eta"] dd').text
+            eta = text_of(browser, By.CSS_SELECTOR, '[data-fact="eta"] dd')
             assert re.search(r"\d+(\.\d+)? s|min", eta), eta  # a time left, from the events
             browser.save_screenshot(str(artifacts / "live-run.png"))
             assert console_errors(browser) == []
