@@ -343,3 +343,12 @@ def test_a_trial_that_breaks_a_constraint_is_never_best(tmp_path, spec_file):
     assert "| final_eval_loss | final_loss |" in md  # the bounded metric has its column
     assert yaml.safe_load((folder / "best.yaml").read_text())["training"][
         "learning_rate"] == 0.00002
+
+
+def test_an_unknown_backend_is_refused_before_any_trial(tmp_path, spec_file):
+    result = CliRunner().invoke(cli, ["sweep", str(spec_file), "--space",
+                                      str(space(tmp_path, "/lora/r: [4, 8]\n")), "--trials",
+                                      "2", "--backend", "nosuch", "--no-fallback"],
+                                obj={"registry": registry()})
+    assert result.exit_code == 2 and "unknown backend(s) 'nosuch'" in result.output
+    assert not (tmp_path / "runs" / "sweep-swept").exists()

@@ -8,6 +8,7 @@ when interrupted (run the same command again to go on).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -100,6 +101,10 @@ def sweep(ctx, spec, space_file, trials, backend, plan, no_fallback, objectives,
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     registry = (ctx.obj or {}).get("registry") or _registry()
+    unknown = [name for name in chain if name not in registry.names()]
+    if unknown:  # every trial would fail the same way: say so before the first
+        raise click.UsageError(f"unknown backend(s) {', '.join(map(repr, unknown))} "
+                               f"(installed: {', '.join(registry.names()) or 'none'})")
     options = SweepOptions(
         trials=trials, chain=chain, objectives=names, constraints=bounds,
         budget_minutes=budget_minutes, sampler=sampler, seed=seed, prune=prune,
@@ -120,8 +125,13 @@ def sweep(ctx, spec, space_file, trials, backend, plan, no_fallback, objectives,
     except SweepError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # during an evaluation: the finished trials' report still
         click.echo("[sweep] interrupted: run the same command again to go on", err=True)
+        with contextlib.suppress(Exception):
+            import optuna
+
+            report(optuna.load_study(study_name="jessy",
+                                     storage=f"sqlite:///{folder.resolve() / 'study.db'}"))
         sys.exit(EXIT_INTERRUPTED)
     summary = report(result.study)
     if as_json:

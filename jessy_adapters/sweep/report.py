@@ -196,7 +196,8 @@ def _plots(study, folder: Path, options: SweepOptions, rows: list[dict]) -> None
         ax.axvline(number, color="grey", alpha=0.3, linestyle=":")
     ax.set_xlabel("trial (dotted: pruned)")
     ax.set_ylabel(metric)
-    ax.legend(loc="best")
+    if done:
+        ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(plots / "history.png", dpi=110)
     plt.close(fig)
