@@ -79,11 +79,14 @@ def check_room(spec, prepared, model_path: str) -> list[str]:
     if not any((Path(model_path) / name).is_file() for name in TOKENIZER_FILES):
         return []  # no tokenizer to measure with: the backend will say so when it loads
     from .datatools import DataToolError
+    from .rows import DataFileError
 
     try:
         issues = rows_without_room(spec, model_path)
     except DataToolError as exc:
         return [f"rows were not checked for room within max_seq_length: {exc}"]
+    except DataFileError as exc:  # the file changed since it was prepared
+        raise DataError([DataIssue(exc.file, 0, exc.message)]) from None
     if issues:
         listed = issues[:MAX_REPORTED]
         listed.append(DataIssue(str(spec.source or "the spec"), 0,

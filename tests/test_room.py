@@ -77,3 +77,18 @@ print("transformers" in sys.modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_data_file_gone_between_preparing_and_checking_is_a_data_error(tmp_path, tiny_model):
+    """The exact check reads the source files again: a file removed meanwhile is the user's
+    data error with its name, not a traceback."""
+    from jessy_adapters.data import DataError
+    from jessy_adapters.room import check_room
+
+    data = rows_file(tmp_path, ["Hi?", "What is " + "very " * 80 + "long?"])
+    spec = load_spec(spec_for(tmp_path, tiny_model, data, 64))
+    prepared = prepare(spec, tmp_path / "prepared")
+    data.unlink()
+    with pytest.raises(DataError) as err:
+        check_room(spec, prepared, tiny_model)
+    assert str(data) in str(err.value)
