@@ -352,3 +352,19 @@ def test_an_unknown_backend_is_refused_before_any_trial(tmp_path, spec_file):
                                 obj={"registry": registry()})
     assert result.exit_code == 2 and "unknown backend(s) 'nosuch'" in result.output
     assert not (tmp_path / "runs" / "sweep-swept").exists()
+
+
+def test_values_that_break_a_cross_field_rule_together_fail_that_trial_only(tmp_path,
+                                                                          spec_file):
+    """Each edge passes alone; together warmup_steps and warmup_ratio break the spec's rule:
+    the trial fails with the rule's words (no traceback), nothing trains."""
+    result = sweep(spec_file, space(tmp_path, """\
+        /training/warmup_steps: [1]
+        /training/warmup_ratio: [0.1]
+        """), "--trials", "1")
+    assert result.exit_code == 1, result.output
+    assert "the spec rejects these values" in result.output and "warmup" in result.output
+    trials = json.loads((tmp_path / "runs" / "sweep-swept" / "sweep.json").read_text())[
+        "trials"]
+    assert trials[0]["state"] == "fail" and "warmup" in trials[0]["failure"]
+    assert not (tmp_path / "runs" / "sweep-swept" / "trials").exists()

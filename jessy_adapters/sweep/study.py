@@ -203,7 +203,15 @@ def _run_trial(trial, study, spec: Spec, folder: Path, registry: Registry,
         sign = 1.0 if METRICS[options.objectives[0]][0] == "minimize" else -1.0
         runner.on_event = _pruning(trial, runner, trial_dir, sign)
     try:
-        run = runner.run(trial_spec(spec, values), options.chain, trial_dir,
+        resolved = trial_spec(spec, values)
+    except SpecError as exc:  # the edges pass one by one; a combination can still break a
+        # cross-field rule: that trial fails with the rule's words, the sweep goes on
+        trial.set_user_attr("failure", f"the spec rejects these values: {exc}")
+        study.tell(trial, state=TrialState.FAIL)
+        console(f"[sweep] trial {trial.number} failed: the spec rejects these values: {exc}")
+        return False
+    try:
+        run = runner.run(resolved, options.chain, trial_dir,
                          require_accelerator=options.require_accelerator)
     except KeyboardInterrupt:
         _abandon(study, trial, values)
