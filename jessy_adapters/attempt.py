@@ -138,18 +138,24 @@ def run_attempt(spec: Spec, inputs: RunInputs, run: RunDir, number: int, name: s
 
 def _normalise(backend: Backend, spec: Spec, inputs: RunInputs, attempt_dir: Path,
                record: _Record) -> Failure | None:
-    """The backend's outputs into the run's adapter/ or model/, then its summary and plot."""
+    """The backend's outputs into the run's adapter/ or model/ (what its `produces`
+    declares), then its summary and plot."""
     run, name = record.run, record.name
     full = spec["method"] == "full"  # a whole model, not an adapter
+    out = run.path / ("model" if full else "adapter")
     try:
-        info = backend.normalise(attempt_dir, spec, inputs,
-                                 run.path / ("model" if full else "adapter"))
+        info = backend.normalise(attempt_dir, spec, inputs, out)
     except Exception as exc:  # normalisation bugs must not lose the raw outputs
         return record.end("failed", Failure(failures.CRASHED,
                                             f"normalising outputs failed: "
                                             f"{type(exc).__name__}: {exc}"))
-    if info.get("format") == "none":
-        run.manifest["outputs"] = {"backend": name, **info}
+    if backend.produces == "nothing":
+        run.manifest["outputs"] = {**info, "backend": name, "format": "none"}
+    elif not _has_weights(out, full):
+        return record.end("failed", Failure(
+            failures.CRASHED, f"{name} declares produces = 'weights' but its normalise left "
+            f"no {'model weights (*.safetensors)' if full else 'adapter_config.json'} in "
+            f"{out.name}/ (a backend that keeps no weights declares produces = 'nothing')"))
     elif full:
         run.manifest["full_model"] = {"path": "model", "backend": name, **info}
     else:
@@ -160,6 +166,12 @@ def _normalise(backend: Backend, spec: Spec, inputs: RunInputs, attempt_dir: Pat
     _plot(run)
     record.lap("plot_s")
     return record.end("succeeded", None)
+
+
+def _has_weights(out: Path, full: bool) -> bool:
+    """What loading the output opens first: a model's safetensors, an adapter's config
+    (checked before run.json names the folder, so no run succeeds without it)."""
+    return any(out.glob("*.safetensors")) if full else (out / "adapter_config.json").is_file()
 
 
 def summarise(events: list[dict], backend: str, seconds: float) -> dict:

@@ -21,6 +21,9 @@ EVENT_PREFIX = "JESSY_EVENT "
 ENVIRONMENTS = ("own", "jessy")
 """The values of `Backend.environment`."""
 
+PRODUCES = ("weights", "nothing")
+"""The values of `Backend.produces`."""
+
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 """Every backend subprocess: nothing downloads or phones home at run time."""
@@ -100,8 +103,12 @@ class Backend(ABC):
     pre_requirements: ClassVar[tuple[str, ...]] = ()
     """Installed before `requirements` (e.g. the CPU torch wheel, so pip never pulls CUDA)."""
 
-    trains: ClassVar[bool] = True
-    """False for backends that produce no adapter (the Modelfile baseline)."""
+    produces: ClassVar[str] = "weights"
+    """What a successful attempt leaves: "weights" (a PEFT adapter in the run's adapter/, or
+    for `method: full` a whole model in model/; a normalise that leaves none fails the
+    attempt) or "nothing" (the Modelfile baseline: run.json `outputs` instead). Declared, so
+    the core never guesses it from what normalise returns; the contract skips its training
+    checks for a backend that produces nothing."""
 
     runs_here: ClassVar[bool] = True
     """False for launch targets that train on another machine (`LaunchTarget`, e.g.

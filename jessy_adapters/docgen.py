@@ -76,7 +76,7 @@ def render_fields() -> str:
     from .plugins import load_registry
 
     registry = load_registry()
-    names = [n for n in registry.names() if registry.backends[n].trains]
+    names = [n for n in registry.names() if registry.backends[n].produces == "weights"]
     carried: dict[str, dict[str, str]] = {}
     example = SPECS_DIR / "examples" / "quickstart.yaml"
     for name in names:
@@ -138,7 +138,7 @@ def render_families() -> str:
     from .templates import DETECTION, FAMILIES, JESSY_OWN, OVERRIDES, TURN_FORMATS
 
     registry = load_registry()
-    names = [n for n in registry.names() if registry.backends[n].trains
+    names = [n for n in registry.names() if registry.backends[n].produces == "weights"
              and registry.backends[n].runs_here]
     contradiction = ("mistral", "llama3")  # (named family, the tokenizer's own)
 

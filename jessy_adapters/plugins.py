@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import hookspecs
-from .backend import ENVIRONMENTS, Backend, LaunchTarget
+from .backend import ENVIRONMENTS, PRODUCES, Backend, LaunchTarget
 
 
 class RegistryError(Exception):
@@ -36,6 +36,9 @@ class Registry:
         if cls.environment not in ENVIRONMENTS:
             raise RegistryError(f"{source}: backend {name!r} declares environment "
                                 f"{cls.environment!r}; expected one of {', '.join(ENVIRONMENTS)}")
+        if cls.produces not in PRODUCES:
+            raise RegistryError(f"{source}: backend {name!r} declares produces "
+                                f"{cls.produces!r}; expected one of {', '.join(PRODUCES)}")
         if issubclass(cls, LaunchTarget) and not getattr(cls, "task_file", None):
             raise RegistryError(f"{source}: launch target {name!r} has no task_file (the "
                                 "bundle's file its command launches)")

@@ -19,7 +19,7 @@ class OllamaModelfileBackend(Backend):
     name = "ollama-modelfile"
     description = ("Baseline: base model as GGUF + Ollama Modelfile with the SYSTEM prompt; "
                    "no training")
-    trains = False
+    produces = "nothing"  # the GGUF and Modelfile go to export/, recorded as run.json outputs
     environment = "jessy"  # make_modelfile.py runs with jessy's interpreter
 
     def check(self, env, require_accelerator: bool = False) -> Availability:
@@ -53,4 +53,4 @@ class OllamaModelfileBackend(Backend):
         for path in (attempt_dir / OUTPUT_DIR).iterdir():
             move = shutil.move if path.suffix == ".gguf" else shutil.copy2  # GGUFs are big
             move(str(path), str(export_dir / path.name))
-        return {"format": "none", "modelfile": "export/Modelfile"}
+        return {"modelfile": "export/Modelfile"}
