@@ -144,8 +144,9 @@ def test_jessy_data_stats(name):
 @pytest.mark.parametrize("command", SPEC_COMMANDS)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_spec_commands(name, command, tmp_path):
-    """validate and plan read no data (they say the spec is fine, at once); translate
-    prepares the data as a run does, so it refuses with the run's message."""
+    """validate and plan only look at the data files (what they are, not what they hold:
+    these say the spec is fine, at once); translate prepares the data as a run does, so it
+    refuses with the run's message."""
     case = CASES[name]
     if command == "translate" and "line" not in case:
         pytest.skip("a usable file: translating it is test_translate_mlx's business")
@@ -225,8 +226,9 @@ def test_a_path_that_is_no_data_file_is_refused_at_once(kind, tmp_path):
     check(jessy("data", "stats", path, cwd=tmp_path), 2, f"error: {path}: {message}")
 
     spec = write_spec(tmp_path, str(path))
-    check(jessy("validate", spec, cwd=tmp_path), 0)
-    check(jessy("plan", "--backend", "mlx", spec, cwd=tmp_path), 0)
+    for command in (["validate"], ["plan", "--backend", "mlx"]):
+        check(jessy(*command, spec, cwd=tmp_path), 2,
+              f"{path}: {message}", f"(/data/train: {str(path)!r})")
     check(jessy("translate", "--backend", "mlx", spec, "--out", out, cwd=tmp_path), 2,
           f"{path}: {message}", f"(/data/train: {str(path)!r})")
     assert_nothing_written(out / "data")
@@ -319,8 +321,8 @@ def test_a_file_listed_twice_is_refused(kind, tmp_path):
     assert_run_refuses(spec, tmp_path / "run", *wanted)
     check(jessy("translate", "--backend", "mlx", spec, "--out", tmp_path / "out",
                 cwd=tmp_path), 2, *wanted)
-    check(jessy("validate", spec, cwd=tmp_path), 0)
-    check(jessy("plan", "--backend", "mlx", spec, cwd=tmp_path), 0)
+    check(jessy("validate", spec, cwd=tmp_path), 2, *wanted)
+    check(jessy("plan", "--backend", "mlx", spec, cwd=tmp_path), 2, *wanted)
 
 
 def test_the_validation_file_may_not_be_a_training_file(tmp_path):

@@ -121,6 +121,7 @@ def test_cli_validate_exit_code_and_message(tmp_path):
 
 def test_cli_validate_ok(tmp_path):
     path = write_spec(tmp_path / "good.yaml", MINIMAL)
+    (tmp_path / "data.jsonl").write_text('{"prompt": "Hi?", "response": "Hello."}\n')
     proc = subprocess.run([sys.executable, "-m", "jessy_adapters.cli", "validate", str(path)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

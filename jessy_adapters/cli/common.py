@@ -1,5 +1,5 @@
-"""What every command shares: exit codes, the spec loaded or exit 2, input errors, option
-and output-folder checks, the plugin registry."""
+"""What every command shares: exit codes, the spec loaded (and its data files checked) or
+exit 2, input errors, option and output-folder checks, the plugin registry."""
 
 from __future__ import annotations
 
@@ -23,6 +23,25 @@ def _load_spec_or_exit(path: str):
         for issue in exc.issues:
             click.echo("  " + issue.render(str(path)), err=True)
         sys.exit(EXIT_BAD_INPUT)
+
+
+def _load_spec_and_sources_or_exit(path: str):
+    """The spec, loaded, and its data files checked the way `jessy run` checks them before it
+    prepares anything (`data.source_issues`: each a regular file, listed once, validation not
+    also a training file), in the run's words; exit 2 otherwise.
+
+    For the commands that read no rows (validate, plan): a spec whose data a run would refuse
+    at once is not "valid". Only the files are looked at (stat, never open), so a FIFO or
+    /dev/zero cannot block or flood the command; the rows are `jessy data validate`'s job.
+    """
+    from ..data import DataError, source_issues
+
+    loaded = _load_spec_or_exit(path)
+    issues = source_issues(loaded)
+    if issues:
+        click.echo(f"error: {DataError(issues)}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    return loaded
 
 
 class BadInput(click.ClickException):

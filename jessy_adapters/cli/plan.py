@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import _load_spec_or_exit, _registry
+from .common import _load_spec_and_sources_or_exit, _registry
 
 
 @click.command()
@@ -28,7 +28,7 @@ def plan(spec, backend, plan, fallback, no_fallback, require_gpu, as_json):
     from ..plans import PlanError, chain_for
     from ..plugins import RegistryError
 
-    loaded = _load_spec_or_exit(spec)
+    loaded = _load_spec_and_sources_or_exit(spec)  # a run would stop there first
     try:
         chain = chain_for(backend, plan, [x.strip() for x in fallback.split(",")]
                           if fallback else None, no_fallback, loaded["plans"])

@@ -1,4 +1,5 @@
-"""`jessy validate SPEC`: the spec checked against the schema, or every problem."""
+"""`jessy validate SPEC`: the spec checked against the schema and its data files checked as
+`jessy run` checks them, or every problem."""
 
 from __future__ import annotations
 
@@ -6,20 +7,20 @@ import json
 
 import click
 
-from .common import _load_spec_or_exit
+from .common import _load_spec_and_sources_or_exit
 
 
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved spec as JSON.")
 def validate(spec, as_json):
-    """Check a spec against the schema; print every problem (exit 2) or the resolved spec.
+    """Check a spec and its data files; print every problem (exit 2) or the resolved spec.
 
     \b
     Example:
       jessy validate specs/examples/jessy-seed.yaml
     """
-    loaded = _load_spec_or_exit(spec)
+    loaded = _load_spec_and_sources_or_exit(spec)
     if as_json:
         click.echo(json.dumps(loaded.data, indent=2))
     else:
