@@ -108,7 +108,9 @@ def precision(m: dict, t: dict, on_gpu: bool, refusals: list[Refusal], cpu_reaso
     chosen = t["precision"] if t["precision"] != "auto" else {
         "bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(m["dtype"], "auto")
     if chosen in ("bf16", "fp16") and not on_gpu:
-        refusals.append(Refusal("/training/precision", f"{chosen} on CPU: {cpu_reason}"))
+        # name the field the user set: an "auto" precision took it from model.dtype
+        where = "/training/precision" if t["precision"] != "auto" else "/model/dtype"
+        refusals.append(Refusal(where, f"{chosen} on CPU: {cpu_reason}"))
     return chosen
 
 

@@ -24,17 +24,6 @@ pytestmark = pytest.mark.backend("all trainers")
 TRAINERS = ("mlx", "unsloth", "llamafactory", "axolotl")
 IGNORE = -100
 
-# Differences the contract has found and not yet removed, each with its reason; a backend
-# listed here is exempt from that one check only, and nothing else is loosened.
-KNOWN_DIFFERENCES = {
-    ("llamafactory", "first_eval_loss"):
-        "LLaMA-Factory's evaluation gives 16.73 where the same base model on the same rows "
-        "(captured from its own eval batches) gives 17.83 in MLX, Unsloth, Axolotl and plain "
-        "transformers; each of its eval batches is ~1.1 nats below the same rows under plain "
-        "transformers 5.6 in LLaMA-Factory's own environment (not padding, not dropout), "
-        "while its training losses equal Unsloth's to every digit. Cause not found yet "
-        "(docs/backends.md, 'Parity').",
-}
 
 
 def facts(path: Path, n: int = 22) -> Path:
@@ -132,8 +121,7 @@ def test_validation_loss_starts_equal_and_falls_alike(trained):
         evals = [e for e in trained[backend]["events"] if e["type"] == "eval"]
         assert [e["step"] for e in evals] == trained[backend]["manifest"]["schedule"][
             "eval_updates"], backend
-        if (backend, "first_eval_loss") not in KNOWN_DIFFERENCES:
-            assert first[backend] == pytest.approx(start, rel=0.01), (backend, first)
+        assert first[backend] == pytest.approx(start, rel=0.01), (backend, first)
         assert final[backend] < first[backend], (backend, first[backend], final[backend])
     median = statistics.median(final.values())
     for backend, value in final.items():

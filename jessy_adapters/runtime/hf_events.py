@@ -11,6 +11,12 @@ what it really feeds the model, at the one place each Trainer forms an optimizer
 - input and trained tokens per update, and the learning rate each update used;
 - a token-weighted validation loss (the Trainer's own is a mean of batch means);
 - with JESSY_CAPTURE_ROWS=FILE, every row's input_ids and labels (the parity contract).
+
+Packed batches (training.packing) are read as rows too: a 4D attention mask (LLaMA-Factory's
+neat packing: each position attends to the earlier positions of its own row) or, with no
+mask, restarting position ids say where each packed row starts; the first token of each
+packed row is never trained (nothing in its own row predicts it, as for an unpacked row),
+tokens are counted without padding and the capture writes each packed row on its own.
 """
 
 from __future__ import annotations
@@ -42,6 +48,49 @@ def _distributed(torch) -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def real_tokens(torch, mask, ids):
+    """Per row, a bool tensor of the positions that hold real tokens: a 2D mask as it is; a
+    4D one by its diagonal (a real position attends to itself, padding to nothing); with no
+    mask, every position."""
+    if mask is None:
+        return torch.ones_like(ids, dtype=torch.bool)
+    if mask.dim() == 4:
+        diagonal = mask[:, 0].diagonal(dim1=-2, dim2=-1)
+        return diagonal == 0 if mask.is_floating_point() else diagonal.bool()
+    return mask.bool()
+
+
+def packed_rows(torch, batch: Mapping, keep) -> list[list[list[int]]]:
+    """Per batch row, the positions of each row packed into it (one list when unpacked),
+    real tokens only: from a 4D mask, the first position each position attends to; with no
+    mask, a position id that does not follow the previous one starts a row."""
+    mask = batch.get("attention_mask")
+    positions = batch.get("position_ids")
+    if mask is not None and mask.dim() == 4:
+        attends = (mask[:, 0] == 0) if mask.is_floating_point() else mask[:, 0].bool()
+        starts = attends.int().argmax(dim=-1).tolist()
+    elif mask is None and positions is not None and positions.dim() == 2 \
+            and positions.shape == keep.shape:
+        starts = []
+        for row in positions.tolist():
+            first, out = 0, []
+            for p, pos in enumerate(row):
+                if p == 0 or pos != row[p - 1] + 1:
+                    first = p
+                out.append(first)
+            starts.append(out)
+    else:
+        return [[[p for p, k in enumerate(row) if k]] for row in keep.tolist()]
+    out = []
+    for row_starts, row_keep in zip(starts, keep.tolist(), strict=True):
+        groups: dict[int, list[int]] = {}
+        for p, (start, k) in enumerate(zip(row_starts, row_keep, strict=True)):
+            if k:
+                groups.setdefault(start, []).append(p)
+        out.append(list(groups.values()))
+    return out
 
 
 def cut_after_turn_end(labels: list[int], end_id: int | None) -> list[int]:
@@ -98,6 +147,13 @@ class BatchObserver:
         def observed_loss(model, inputs, *args, **kwargs):
             if not model.training and "labels" in inputs:
                 observer._fix(inputs, "eval")
+                if kwargs.get("num_items_in_batch") is not None:
+                    # the Trainer counted the labels before they were fixed (its evaluation
+                    # counts per batch, just before this call): a stale count divides the
+                    # fixed batch's loss sum by tokens it no longer trains (LLaMA-Factory's
+                    # ChatML newline: every eval batch read ~7% low)
+                    kwargs["num_items_in_batch"] = trainer._get_num_items_in_batch(
+                        [inputs], trainer.args.device)
             out = compute_loss(model, inputs, *args, **kwargs)
             loss = out[0] if isinstance(out, tuple) else out
             if model.training:
@@ -115,24 +171,31 @@ class BatchObserver:
         for batch in batches:
             if isinstance(batch, Mapping) and "labels" in batch:  # dict or BatchEncoding
                 self._fix(batch, split)
-                mask = batch.get("attention_mask")
-                ids = batch["input_ids"]
-                self.input_tokens += int(mask.sum()) if mask is not None else ids.numel()
+                keep = real_tokens(self.torch, batch.get("attention_mask"), batch["input_ids"])
+                self.input_tokens += int(keep.sum())
                 self.trained_tokens += int((batch["labels"][..., 1:] != IGNORE).sum())
             yield batch
 
     def _fix(self, batch: dict, split: str) -> None:
         labels = batch["labels"]
         rows = [cut_after_turn_end(row, self.end_id) for row in labels.tolist()]
+        positions = batch.get("position_ids")
+        if positions is not None and positions.shape == labels.shape:
+            # a packed row's first token would be predicted from the row before it
+            rows = [[IGNORE if pos == 0 else lab for lab, pos in zip(row, row_pos, strict=True)]
+                    for row, row_pos in zip(rows, positions.tolist(), strict=True)]
         batch["labels"] = self.torch.tensor(rows, dtype=labels.dtype, device=labels.device)
         if self.capture and _distributed(self.torch)[0] == 0:
-            mask = batch.get("attention_mask")
-            masks = mask.tolist() if mask is not None else [[1] * len(r) for r in rows]
+            keep = real_tokens(self.torch, batch.get("attention_mask"), batch["input_ids"])
             with open(self.capture, "a") as fh:
-                for ids, row, keep in zip(batch["input_ids"].tolist(), rows, masks, strict=True):
-                    pairs = [(t, lab) for t, lab, k in zip(ids, row, keep, strict=True) if k]
-                    fh.write(json.dumps({"split": split, "input_ids": [t for t, _ in pairs],
-                                         "labels": [lab for _, lab in pairs]}) + "\n")
+                for ids, row, packed in zip(batch["input_ids"].tolist(), rows,
+                                            packed_rows(self.torch, batch, keep), strict=True):
+                    for k, part in enumerate(packed):
+                        record = {"split": split, "input_ids": [ids[p] for p in part],
+                                  "labels": [row[p] for p in part]}
+                        if len(packed) > 1:
+                            record["packed"] = k  # its place in the packed sequence
+                        fh.write(json.dumps(record) + "\n")
 
     def take_tokens(self) -> tuple[int, int]:
         counts = (self.input_tokens, self.trained_tokens)
