@@ -39,12 +39,16 @@ def interrupt_after(runner: Runner, tmp_path, backend: str, step: int, run_fn):
     return box["run"]
 
 
-@pytest.mark.parametrize("backend", ["mlx", "unsloth", "axolotl"])
+# enough steps that the stop lands well before the end: with two threads a tiny-model
+# Unsloth step takes ~0.06 s, and 60 steps once finished before the stop took effect;
+# LLaMA-Factory's take ~10x longer (its resumed 300 would cost minutes)
+STEPS = {"mlx": 300, "unsloth": 300, "axolotl": 300, "llamafactory": 60}
+
+
+@pytest.mark.parametrize("backend", list(STEPS))
 def test_interrupted_run_resumes_from_its_checkpoint(backend, tmp_path, tiny_model, toy_data):
     require_env(backend)
-    # enough steps that the stop lands well before the end: with two threads a tiny-model
-    # Unsloth step takes ~0.06 s, and 60 steps once finished before the stop took effect
-    steps = 300
+    steps = STEPS[backend]
     spec = spec_for(tmp_path, tiny_model, toy_data, steps=steps, save=8)
     runner = Runner(load_registry(), console=lambda m: None)
     first = interrupt_after(runner, tmp_path, backend, 9,
