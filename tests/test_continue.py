@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 
+import pytest
 from conftest import require_env
 
 from jessy_adapters.contract import tiny_spec
@@ -101,3 +102,52 @@ def test_an_adapter_is_continued_only_by_a_spec_that_can_train_it(tmp_path, toy_
     assert check_init_adapter(adapter, full, refusals, notes) is None
     assert [r.spec_path for r in refusals] == ["/lora/r", "/method"]
     assert "method full trains whole weights" in refusals[1].reason
+
+
+def first_eval(run_dir, backend: str) -> float:
+    """`backend`'s validation loss before its own first update."""
+    for line in (run_dir / "metrics.jsonl").open():
+        e = json.loads(line)
+        if e["backend"] == backend and e.get("type") == "eval" and e.get("eval_loss") is not None:
+            return e["eval_loss"]
+    raise AssertionError(f"no {backend} eval event")
+
+
+@pytest.mark.parametrize(("first", "then"), [("mlx", "unsloth"), ("axolotl", "llamafactory")])
+def test_the_next_backend_continues_from_the_killed_ones_checkpoint(first, then, tmp_path,
+                                                                    tiny_model, toy_data):
+    """Beyond Unsloth -> MLX: MLX's own checkpoint layout into an HF backend, and one HF
+    Trainer's checkpoint into another's (each through the failed backend's
+    checkpoint_as_peft and the next one's init_adapter)."""
+    require_env(first)
+    require_env(then)
+    fresh = Runner(load_registry(), console=lambda m: None).run(
+        spec_for(tmp_path, tiny_model, toy_data, "fresh", 1, False), [then], tmp_path / "fresh")
+    fresh_eval = first_eval(fresh.path, then)
+
+    spec = spec_for(tmp_path, tiny_model, toy_data, "continued", 60, True)
+    runner = Runner(load_registry(), console=lambda m: None)
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(
+        run=runner.run(spec, [first, then], tmp_path / "runs")))
+    thread.start()
+    deadline, killed = time.monotonic() + 300, False
+    while thread.is_alive() and time.monotonic() < deadline and not killed:
+        for metrics in (tmp_path / "runs").glob("*/metrics.jsonl"):
+            steps = [e.get("step", 0) for e in map(json.loads, metrics.read_text().splitlines())
+                     if e["backend"] == first and e.get("type") == "train"]
+            # save_steps 2: by step 7 at least checkpoint 4 (or 6) is complete on disk
+            if steps and max(steps) >= 7 and runner._child is not None:
+                os.killpg(runner._child.pid, signal.SIGKILL)
+                killed = True
+        time.sleep(0.2)
+    thread.join(timeout=600)
+    assert killed
+    m = box["run"].manifest
+    assert m["attempts"][0]["failure"]["kind"] == "crashed", m["attempts"][0]
+    assert m["attempts"][0].get("continue_adapter"), m["attempts"][0]
+    assert m["winner"] == then and m["status"] == "succeeded", m["failure"]
+    assert any("continuing from another backend" in n for n in m["attempts"][1]["notes"])
+    continued_eval = first_eval(box["run"].path, then)
+    # the next backend's evaluation before its own first update reflects the first's steps
+    assert continued_eval < fresh_eval - 0.5, (continued_eval, fresh_eval)
