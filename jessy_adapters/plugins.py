@@ -87,5 +87,8 @@ def load_registry(extra_plugins: tuple = ()) -> Registry:
         pm.register(plugin)
     for impl in pm.hook.register_backends.get_hookimpls():
         source = impl.plugin_name
-        impl.function(register=lambda cls, _s=source: registry.register(cls, _s))
+        try:
+            impl.function(register=lambda cls, _s=source: registry.register(cls, _s))
+        except Exception as exc:  # one plugin's bad declaration must not hide the others
+            registry.load_errors[source] = f"{type(exc).__name__}: {exc}"
     return registry

@@ -16,6 +16,7 @@ import pytest
 from conftest import write_spec
 from fake_backend import Plugin, make_backend
 
+from jessy_adapters import hookimpl
 from jessy_adapters.plugins import Registry, RegistryError, load_registry
 from jessy_adapters.runner import Runner
 from jessy_adapters.spec import load_schema, load_spec
@@ -194,6 +195,24 @@ def test_registry_refuses_duplicates():
     reg.register(make_backend("dup"), "one")
     with pytest.raises(RegistryError, match="registered twice"):
         reg.register(make_backend("dup"), "two")
+
+
+def test_a_plugin_that_registers_badly_is_listed_and_the_others_still_load():
+    class Bad:
+        @hookimpl
+        def register_backends(self, register):
+            register(make_backend("fine-one"))
+            register(dict)
+
+    class Good:
+        @hookimpl
+        def register_backends(self, register):
+            register(make_backend("fine-two"))
+
+    reg = load_registry(extra_plugins=(Bad(), Good()))
+    assert "fine-two" in reg.backends and "mlx" in reg.backends
+    [(source, error)] = [(s, e) for s, e in reg.load_errors.items() if "dict" in e]
+    assert error.startswith("RegistryError") and "not a jessy_adapters.backend.Backend" in error
 
 
 def test_registry_refuses_non_backends():
