@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/throughput.py [--steps 6] [--backends mlx,unsloth,...]
          [--methods lora,qlora,full] [--threads 1,2]
+     .venv/bin/python benchmarks/throughput.py --packing [--steps 6] [--threads 2]
 
 The same spec on every backend: the real SmolLM2-135M-Instruct, LoRA r16 on all linear
 layers, batch 4, the bundled persona data, no evaluation. For each run:
@@ -26,6 +27,13 @@ layers, batch 4, the bundled persona data, no evaluation. For each run:
   fine-tuning the trained weights are counted once, in those 16 bytes).
 
 Prints tables, writes benchmarks/results/throughput.json.
+
+`--packing`: training.packing on and off, on a varied-length dataset generated here
+(deterministic: mostly short answers, a few long ones, max_seq_length 256), LoRA r16, batch 4,
+for every backend whose translation packs on this machine (the others are listed with the
+reason they refuse it). Useful tokens/s from the metric stream: the non-padding input tokens
+and the trained tokens each backend's own process counted it fed the model, over the time
+from the first to the last training event. Writes benchmarks/results/throughput-packing.json.
 """
 
 from __future__ import annotations
@@ -145,6 +153,117 @@ def run_once(spec: Path, backend: str, out: Path, threads: int) -> tuple[float, 
     return took, Path(run_dir), int(maxrss_kib) / 1024 ** 2
 
 
+def varied_rows(path: Path, n: int = 400, seed: int = 16) -> Path:
+    """Prompt/response rows of varied length (deterministic): most answers a few words, one in
+    eight long, so unpadded batches are mostly padding and packing has room to work."""
+    import random
+
+    rng = random.Random(seed)
+    words = ("teal", "seven", "Saturn", "pixel", "jasmine", "tea", "kind", "curious", "MacBook",
+             "number", "likes", "Jessy", "always", "quiet", "morning", "garden")
+    with path.open("w") as fh:
+        for i in range(n):
+            long = rng.random() < 0.125
+            answer = rng.randint(60, 150) if long else rng.randint(2, 25)
+            fh.write(json.dumps({
+                "prompt": f"Question {i}: " + " ".join(rng.choice(words)
+                                                        for _ in range(rng.randint(3, 20))) + "?",
+                "response": " ".join(rng.choice(words) for _ in range(answer)) + "."}) + "\n")
+    return path
+
+
+def packing_refusal(spec: Path, backend: str, model: str, work: Path) -> str | None:
+    """Why `backend` refuses the packed spec on this machine, or None when it packs here."""
+    from jessy_adapters.backend import RunInputs, TranslationRefused
+    from jessy_adapters.data import prepare
+    from jessy_adapters.envs import BackendEnv
+    from jessy_adapters.plugins import load_registry
+    from jessy_adapters.spec import load_spec
+
+    loaded = load_spec(spec)
+    inputs = RunInputs(model, prepare(loaded, work / f"check-{backend}"))
+    try:
+        load_registry().get(backend).translate(loaded, inputs, work / f"check-{backend}-a",
+                                               BackendEnv(backend))
+    except TranslationRefused as exc:
+        return str(exc)
+    return None
+
+
+def packing_main(args, model: str, work: Path) -> None:
+    from jessy_adapters.envs import BackendEnv
+
+    data = varied_rows(work / "varied.jsonl")
+    rows = []
+    for backend in args.backends.split(","):
+        if not BackendEnv(backend).exists():
+            print(f"{backend}: no environment, skipped")
+            continue
+        specs = {}
+        for packing in (True, False):
+            specs[packing] = work / f"packing-{packing}.yaml"
+            specs[packing].write_text(f"""\
+name: throughput-packing-{packing}
+model:
+  name_or_path: {model}
+  max_seq_length: {args.max_seq_length}
+data:
+  train: {data}
+  validation_split: 0
+lora: {{r: 16, alpha: 32}}
+training:
+  packing: {str(packing).lower()}
+  max_steps: {args.steps}
+  batch_size: 4
+  learning_rate: 0.0002
+  logging_steps: 1
+""")
+        refused = packing_refusal(specs[True], backend, model, work)
+        if refused:
+            print(f"{backend}: does not pack here: {refused}")
+            rows.append({"backend": backend, "refused": refused})
+            continue
+        for t in [int(x) for x in args.threads.split(",")]:
+            measured = {}
+            for packing, spec in specs.items():
+                took, run_dir, rss = run_once(spec, backend, work / "runs", t)
+                events = [json.loads(x) for x in (run_dir / "metrics.jsonl").open()]
+                train = [e for e in events if e["type"] == "train"]
+                span = train[-1]["time"] - train[0]["time"]
+                steps = train[-1]["step"] - train[0]["step"]
+                fed = sum(e.get("input_tokens") or 0 for e in train[1:])
+                trained = sum(e.get("trained_tokens") or 0 for e in train[1:])
+                manifest = json.loads((run_dir / "run.json").read_text())
+                measured[packing] = {
+                    "backend": backend, "packing": packing, "threads": t, "steps": steps,
+                    "sequences_per_epoch": manifest["schedule"].get("packed_sequences")
+                    or manifest["data"]["n_train"],
+                    "seconds_per_step": round(span / steps, 2) if steps else None,
+                    "input_tokens_per_second": round(fed / span, 1) if span > 0 else None,
+                    "trained_tokens_per_second": round(trained / span, 1) if span > 0
+                    else None,
+                    "peak_rss_gb": round(rss, 2), "wall_s": round(took, 1)}
+            on, off = measured[True], measured[False]
+            if on["trained_tokens_per_second"] and off["trained_tokens_per_second"]:
+                on["speedup_trained_tokens"] = round(on["trained_tokens_per_second"]
+                                                     / off["trained_tokens_per_second"], 2)
+            for row in (off, on):
+                rows.append(row)
+                print(json.dumps(row))
+    print(f"\n{'backend':<13}{'packing':>8}{'thr':>4}{'s/step':>8}{'input tok/s':>12}"
+          f"{'trained tok/s':>14}{'speedup':>8}")
+    for r in rows:
+        if "refused" in r:
+            print(f"{r['backend']:<13}  refused here: {r['refused'][:80]}")
+            continue
+        print(f"{r['backend']:<13}{str(r['packing']):>8}{r['threads']:>4}"
+              f"{r['seconds_per_step']:>8}{r['input_tokens_per_second']:>12}"
+              f"{r['trained_tokens_per_second']:>14}{r.get('speedup_trained_tokens', ''):>8}")
+    out = ROOT / "benchmarks" / "results" / "throughput-packing.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"cores": os.cpu_count(), "rows": rows}, indent=2))
+
+
 def main() -> None:
     from jessy_adapters.envs import BackendEnv
     from jessy_adapters.models import resolve_model
@@ -155,10 +274,16 @@ def main() -> None:
     ap.add_argument("--methods", default="lora,qlora,full")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--max-seq-length", type=int, default=256)
+    ap.add_argument("--packing", action="store_true",
+                    help="packed vs unpacked on a varied-length dataset, for every backend "
+                         "that packs here (instead of the method table)")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     work = Path(tempfile.mkdtemp(prefix="jessy-throughput-"))
     model = resolve_model("builtin:smollm2-135m-instruct")
+    if args.packing:
+        packing_main(args, model, work)
+        return
     facts = model_facts(model)
     peaks = {t: round(matmul_peak(t), 1) for t in threads}
     print("fp32 matmul peak (GFLOP/s): " + ", ".join(f"{t} thread(s) {p}"

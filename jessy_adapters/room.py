@@ -7,7 +7,8 @@ the family's turn format (templates.TURN_FORMATS, the text every backend trains 
 counted with the model's tokenizer.json through `tokenizers` (no transformers import). Only
 when that finds a row, or cannot tell (multi-turn rows, no tokenizer.json, an unknown
 family), does the exact check run (datatools: the tokenizer's own chat template), which
-names each row by file and line.
+names each row by file and line. The same count with the answers (`row_token_counts`) gives
+the schedule each row's length when `training.packing` packs rows (schedule.run_schedule).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 BOS_FAMILIES = {"llama3", "gemma", "gemma3", "mistral"}  # templates that open with BOS
 
 
-def _prompt_text(messages: list[dict], family: str, default_system: str | None) -> str | None:
-    """The prompt as the family's template renders it, or None for a multi-turn row."""
+def _prompt_text(messages: list[dict], family: str, default_system: str | None,
+                 lead: bool = True) -> str | None:
+    """The prompt as the family's template renders it (with what it writes before the
+    response unless `lead` is false), or None for a multi-turn row."""
     turns = [m for m in messages if m["role"] != "system"]
     if len(turns) != 2 or turns[0]["role"] != "user":
         return None
@@ -35,12 +38,27 @@ def _prompt_text(messages: list[dict], family: str, default_system: str | None) 
         instruction = fmt["system"].format(system=system) + instruction
     elif system:
         head = fmt["system"].format(system=system)
-    return head + fmt["prompt"].format(instruction=instruction) + fmt.get("lead", "")
+    prompt = head + fmt["prompt"].format(instruction=instruction)
+    return prompt + fmt.get("lead", "") if lead else prompt
 
 
-def fast_count(rows_file: Path, model_path: str, chat_template: str,
-               max_seq_length: int) -> int | None:
-    """How many prepared rows leave no room, or None when this cheap count cannot tell."""
+def _answer_text(messages: list[dict], family: str) -> str:
+    """The response as the family's format writes it: what the template puts before it, the
+    response and its end-of-turn token (the row is single-turn: _prompt_text said so)."""
+    fmt = TURN_FORMATS[family]
+    answer = [m for m in messages if m["role"] != "system"][1]["content"]
+    return fmt.get("lead", "") + answer + fmt["end"]
+
+
+def row_token_counts(rows_file: Path, model_path: str, chat_template: str,
+                     answers: bool = False) -> list[tuple[int, int]] | None:
+    """Each prepared row's (prompt tokens, answer tokens), counted the cheap way (the family's
+    turn format, the model's tokenizer.json), or None when this count cannot tell (multi-turn
+    rows, no tokenizer.json, an unknown family). The prompt includes BOS where the family's
+    template opens with it. Answers are counted only when `answers` is true, with what the
+    family's template writes after the end-of-turn token (ChatML's newline); prompt and
+    answer are encoded apart, as a template-driven trainer encodes them, and what the
+    template writes before the response (Mistral's space) opens the answer."""
     tokenizer_file = Path(model_path) / "tokenizer.json"
     family = chat_family(model_path, chat_template)
     if family not in TURN_FORMATS or not tokenizer_file.is_file():
@@ -53,16 +71,33 @@ def fast_count(rows_file: Path, model_path: str, chat_template: str,
         return None
     default_system = default_system_prompt(model_path, chat_template)
     bos = 1 if family in BOS_FAMILIES else 0
-    prompts = []
+    prompts, answer_texts = [], []
     with open(rows_file, encoding="utf-8") as fh:
         for line in fh:
-            text = _prompt_text(json.loads(line)["messages"], family, default_system)
+            messages = json.loads(line)["messages"]
+            text = _prompt_text(messages, family, default_system, lead=not answers)
             if text is None:
                 return None
             prompts.append(text)
-    lengths = [len(e.ids) + bos for e in tokenizer.encode_batch(prompts,
-                                                                 add_special_tokens=False)]
-    return sum(1 for n in lengths if n + 1 > max_seq_length)
+            if answers:
+                answer_texts.append(_answer_text(messages, family)
+                                    + TURN_FORMATS[family].get("after", ""))
+    prompt_lengths = [len(e.ids) + bos for e in tokenizer.encode_batch(
+        prompts, add_special_tokens=False)]
+    if not answers:
+        return [(n, 0) for n in prompt_lengths]
+    answer_lengths = [len(e.ids) for e in tokenizer.encode_batch(answer_texts,
+                                                                  add_special_tokens=False)]
+    return list(zip(prompt_lengths, answer_lengths, strict=True))
+
+
+def fast_count(rows_file: Path, model_path: str, chat_template: str,
+               max_seq_length: int) -> int | None:
+    """How many prepared rows leave no room, or None when this cheap count cannot tell."""
+    counts = row_token_counts(rows_file, model_path, chat_template)
+    if counts is None:
+        return None
+    return sum(1 for n, _ in counts if n + 1 > max_seq_length)
 
 
 def check_room(spec, prepared, model_path: str) -> list[str]:

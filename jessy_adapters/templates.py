@@ -191,14 +191,15 @@ def renders_dates(model_path: str, choice: str = "auto") -> bool:
 
 # Single-turn prompt formats per family, as str.format strings over {system} and {instruction};
 # `end` closes the assistant's turn, `lead` is what the template writes before the response
-# (part of the trained text), `fold` means no system role (the system text opens the user
+# (part of the trained text), `after` what it writes after `end` (never trained; part of a
+# packed row's length), `fold` means no system role (the system text opens the user
 # turn). These match TEMPLATES above.
 _CHATML_TURN = {"system": "<|im_start|>system\n{system}<|im_end|>\n",
                 "prompt": "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
-                "end": "<|im_end|>"}
+                "end": "<|im_end|>", "after": "\n"}
 _GEMMA_TURN = {"system": "{system}\n\n", "fold": True,
                "prompt": "<start_of_turn>user\n{instruction}<end_of_turn>\n<start_of_turn>model\n",
-               "end": "<end_of_turn>"}
+               "end": "<end_of_turn>", "after": "\n"}
 TURN_FORMATS = {
     "chatml": _CHATML_TURN,
     "qwen2": _CHATML_TURN,
@@ -212,7 +213,8 @@ TURN_FORMATS = {
     "mistral": {"system": "{system}\n\n", "fold": True, "prompt": "[INST] {instruction}[/INST]",
                 "lead": " ", "end": "</s>"},
     "phi3": {"system": "<|system|>\n{system}<|end|>\n",
-             "prompt": "<|user|>\n{instruction}<|end|>\n<|assistant|>\n", "end": "<|end|>"},
+             "prompt": "<|user|>\n{instruction}<|end|>\n<|assistant|>\n", "end": "<|end|>",
+             "after": "\n"},
 }
 
 

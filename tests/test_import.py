@@ -71,7 +71,8 @@ def translate(backend: str, spec_data: dict, tmp_path: Path, model: Path, data_f
 
 
 def without_packing(tmp_path: Path, name: str) -> Path:
-    """An Axolotl example with sample_packing off: packing is refused (not in the spec)."""
+    """An Axolotl example with sample_packing off: jessy translates Axolotl's packing on a
+    CUDA GPU only, and these round trips translate here."""
     data = read_native(DATA / name)
     data["sample_packing"] = False
     path = tmp_path / name
@@ -88,12 +89,9 @@ UPSTREAM = {"llamafactory_llama3_lora_sft.yaml": "llamafactory",
             "mlx_lora_config.yaml": "mlx"}
 
 
-REFUSED_UPSTREAM = {"axolotl_llama3_lora_1b.yml": ["sample_packing"],
-                    "axolotl_llama3_qlora_1b.yml": ["sample_packing"],
-                    "axolotl_gemma3_1b_qlora.yml": ["unfrozen_parameters", "sample_packing",
-                                                    "tf32"]}
-"""What the spec cannot say yet in these examples: packing; Gemma-3's unfrozen LM weights
-next to the adapter; TF32 matmuls."""
+REFUSED_UPSTREAM = {"axolotl_gemma3_1b_qlora.yml": ["unfrozen_parameters", "tf32"]}
+"""What the spec cannot say yet in these examples: Gemma-3's unfrozen LM weights next to the
+adapter; TF32 matmuls. (Their sample_packing: true is training.packing: true.)"""
 
 
 @pytest.mark.parametrize("name", UPSTREAM)
@@ -488,10 +486,11 @@ def test_llamafactory_hub_datasets_stay_references(tmp_path):
 
 def test_gemma3_example_without_what_jessy_lacks(tmp_path):
     source = read_native(DATA / "axolotl_gemma3_1b_qlora.yml")
-    source.update(sample_packing=False, tf32=False)
+    source.update(tf32=False)
     del source["unfrozen_parameters"]
     imported = import_data(source, "axolotl", DATA / "x.yaml")
     spec = imported.spec
+    assert spec["training"]["packing"] is True  # sample_packing under flash_attention
     assert spec["model"]["chat_template"] == "gemma3"
     assert spec["data"]["format"] == "sharegpt"  # role: from, content: value
     assert "fields" not in spec["data"]  # field_messages: conversations, sharegpt's own name

@@ -24,9 +24,10 @@ What a user changes, and only that (`EXAMPLES`: native_edits, spec_edits);
 `test_upstream_example_is_refused_only_where_edited` checks that these are what jessy refused,
 by key at import or by spec path before a run starts:
 
-- Axolotl: `sample_packing: true` is refused by key at import (exit 2; packing is not in the
-  spec yet), so that one line of the upstream file becomes `sample_packing: false`, as
-  docs/import.md says. `flash_attention: true` imports to
+- Axolotl: `sample_packing: true` imports to `training.packing: true` (its file names flash
+  attention, which keeps packed rows apart); MLX refuses it at `/training/packing` (mlx-lm has
+  no packing), and so does Axolotl on this CPU (jessy translates its packing on a CUDA GPU
+  only): set to false. `flash_attention: true` imports to
   `model.attn_implementation: flash_attention_2`, which every backend refuses at
   `/model/attn_implementation` on this CPU (no flash-attention kernel): the line is removed
   from the spec (auto: the model's own attention).
@@ -97,8 +98,7 @@ class Example:
 EXAMPLES = {
     "axolotl": Example(
         "axolotl_llama3_lora_1b.yml", "axolotl", "mlx",
-        native_edits={"sample_packing": ("sample_packing: true", "sample_packing: false")},
-        spec_edits={"model.attn_implementation": DELETE},
+        spec_edits={"model.attn_implementation": DELETE, "training.packing": False},
         same_keys=("learning_rate", "lora_r", "lora_alpha", "lora_dropout", "lr_scheduler",
                    "micro_batch_size", "gradient_accumulation_steps", "weight_decay",
                    "train_on_inputs", "gradient_checkpointing", "logging_steps", "tf32")),
@@ -122,10 +122,11 @@ RUN_SIZE = {"training.max_steps": MAX_STEPS, "model.max_seq_length": SEQ_LEN,
 def refused_before_edits(dialect: str, backend: str) -> set[str]:
     """The spec paths `backend` refuses in the imported spec, here, before the user's edits
     (at least these; any other refusal must be one the user edits). flash_attention_2 is a
-    CUDA kernel: every backend refuses it on a CPU."""
+    CUDA kernel: every backend refuses it on a CPU; so is packing, except LLaMA-Factory's."""
     cpu = nvidia_gpu() is None
-    return {("axolotl", "mlx"): {"/model/attn_implementation"},
-            ("axolotl", "axolotl"): {"/model/attn_implementation"} if cpu else set(),
+    return {("axolotl", "mlx"): {"/model/attn_implementation", "/training/packing"},
+            ("axolotl", "axolotl"): ({"/model/attn_implementation", "/training/packing"}
+                                     if cpu else set()),
             ("llamafactory", "llamafactory"): {"/model/chat_template"}
             | ({"/training/precision"} if cpu else set()),
             ("llamafactory", "mlx"): {"/model/chat_template"}}.get((dialect, backend), set())

@@ -99,7 +99,6 @@ DROPPED = {
 
 REFUSED = {
     "rl": "preference/RL training: jessy trains supervised fine-tuning only",
-    "sample_packing": "packing rows together: not in the spec yet",
     "deepspeed": "a DeepSpeed config file: jessy writes its own from resources.strategy",
     "fsdp": "FSDP settings: jessy writes its own from resources.strategy",
     "fsdp_config": "FSDP settings: jessy writes its own from resources.strategy",
@@ -178,6 +177,25 @@ def sdp_attention(ctx: Context, key: str, value: Any) -> None:
         ctx.map(key, "/model/attn_implementation", "sdpa")
     else:
         ctx.drop(key, "off")
+
+
+def sample_packing(ctx: Context, key: str, value: Any) -> None:
+    """Axolotl keeps packed rows apart only under a named attention (flash, SDPA, eager, flex:
+    its `attn_decontaminates_packing`); with none it warns of cross-contamination, a training
+    the spec's packing (rows never attend to each other) does not describe."""
+    src = ctx.source
+    named = (src.get("attn_implementation") in ("flash_attention_2", "sdpa", "eager",
+                                                 "flex_attention")
+             or any(src.get(k) for k in ("flash_attention", "sdp_attention", "flex_attention",
+                                         "eager_attention")))
+    if not value:
+        ctx.map(key, "/training/packing", False)
+    elif named:
+        ctx.map(key, "/training/packing", True)
+    else:
+        ctx.refuse(key, "sample_packing with no attention named: Axolotl then lets the packed "
+                        "rows attend to each other (it warns of cross-contamination); name one "
+                        "(flash_attention: true, sdp_attention: true) or turn packing off")
 
 
 def special_tokens(ctx: Context, key: str, value: Any) -> None:
@@ -296,6 +314,7 @@ MAPPED = {
                                           "how checkpointing recomputes: the same gradients",
                                           "checkpointing options other than use_reentrant: "
                                           "false: not in the spec"),
+    "sample_packing": sample_packing,
     "train_on_eos": only("turn", "each turn's end is trained, as every jessy backend does",
                          "jessy trains each assistant turn's end"),
 }

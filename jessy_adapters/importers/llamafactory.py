@@ -85,8 +85,6 @@ DROPPED = {
 }
 
 REFUSED = {
-    "packing": "packing rows together: not in the spec yet",
-    "neat_packing": "packing rows together: not in the spec yet",
     "deepspeed": "DeepSpeed configs: jessy writes its own (resources.strategy) for Axolotl only",
     "rope_scaling": "RoPE scaling: not in the spec", "use_dora": "DoRA: not in the spec",
     "pissa_init": "PiSSA initialisation: not in the spec",
@@ -119,6 +117,29 @@ def lora_target(ctx: Context, key: str, value: Any) -> None:
                         f"{', '.join(PROJECTIONS)}")
     else:
         ctx.map(key, "/lora/target_modules", target)
+
+
+def neat_packing(ctx: Context, key: str, value: Any) -> None:
+    if value:
+        ctx.map(key, "/training/packing", True)
+    elif ctx.source.get("packing"):
+        ctx.drop(key, "off: `packing` decides (refused below: its rows attend to each other)")
+    else:
+        ctx.drop(key, "off: rows are not packed")
+
+
+def packing(ctx: Context, key: str, value: Any) -> None:
+    """LLaMA-Factory's plain `packing` concatenates rows that then attend to each other (its
+    attention mask is all ones): a row's loss depends on the rows packed before it, which
+    the spec's packing (neat_packing's block-diagonal mask) never does."""
+    if ctx.source.get("neat_packing"):
+        ctx.drop(key, "neat_packing packs the rows (it turns packing on)")
+    elif value:
+        ctx.refuse(key, "packing without neat_packing: the packed rows attend to each other, "
+                        "so each row's loss depends on the rows packed before it; "
+                        "training.packing keeps rows apart (neat_packing: true)")
+    else:
+        ctx.map(key, "/training/packing", False)
 
 
 def quantization_bit(ctx: Context, key: str, value: Any) -> None:
@@ -283,6 +304,8 @@ MAPPED = {
     "trust_remote_code": to_path("/model/trust_remote_code", bool),
     "flash_attn": choice("/model/attn_implementation", ATTENTION, "flash_attn"),
     "default_system": to_path("/data/system_prompt", zero_is_none),
+    "neat_packing": neat_packing,
+    "packing": packing,
 }
 
 

@@ -146,6 +146,35 @@ def decoder_layer_class(model_path: str) -> str | None:
     return arch.replace("ForCausalLM", "DecoderLayer") if arch.endswith("ForCausalLM") else None
 
 
+def packing_keys(t: dict, attn: str | None, on_gpu: bool, refusals: list[Refusal],
+                 notes: list[str]) -> dict:
+    """training.packing as Axolotl's sample_packing (its multipack sampler), on a CUDA GPU only.
+    Axolotl keeps packed rows apart under flash attention, or under SDPA/eager by dropping the
+    attention mask so transformers builds a block-diagonal one from the restarting position
+    ids (utils/schemas/config.py `attn_decontaminates_packing`, core/builders/causal.py); with
+    no attention named it warns of cross-contamination, so SDPA is named. jessy's tests have
+    not run that path on a CPU. The multipack sampler forms its own bins each epoch, which
+    jessy's schedule cannot count before the run: the updates must be given."""
+    if not on_gpu:
+        refusals.append(Refusal("/training/packing", "jessy translates Axolotl's sample_packing "
+                                "on a CUDA GPU only: on a CPU its packed rows would be kept "
+                                "apart only by SDPA with the attention mask dropped "
+                                "(transformers' packed-sequence mask from the position ids), "
+                                "a path jessy's tests have not verified"))
+    if t["max_steps"] is None:
+        refusals.append(Refusal("/training/packing", "Axolotl's multipack sampler packs rows "
+                                "into its own bins each epoch, a number jessy cannot count "
+                                "before the run, so epochs cannot become updates; set "
+                                "training.max_steps"))
+    keys = {"sample_packing": True, "eval_sample_packing": True, "pad_to_sequence_len": True}
+    if attn is None:
+        keys["attn_implementation"] = "sdpa"
+        notes.append("packing: attn_implementation sdpa (Axolotl keeps packed rows apart only "
+                     "under a named attention: flash, SDPA or eager)")
+    notes.append("packing: Axolotl's multipack sampler (not run by jessy's tests: no GPU there)")
+    return keys
+
+
 def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str, on_gpu: bool):
     """Return (config, data files, launcher flags, refusals, notes, carried, total steps);
     `output_dir` is the Trainer's, relative to attempt_dir (where checkpoints are)."""
@@ -232,6 +261,8 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
     elif family == "gemma" and not on_gpu:
         cfg["attn_implementation"] = "eager"  # SDPA ignores Gemma-2's logit soft-capping
         notes.append("Gemma on CPU: eager attention (SDPA ignores logit soft-capping)")
+    if t["packing"]:
+        cfg.update(packing_keys(t, cfg.get("attn_implementation"), on_gpu, refusals, notes))
 
     if method != "full":  # Axolotl fine-tunes every weight when no `adapter` is set
         cfg["adapter"] = "qlora" if method == "qlora" else "lora"
@@ -275,7 +306,8 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
         "/training/seed": "seed", "/training/gradient_checkpointing": "gradient_checkpointing",
         "/training/precision": "bf16/fp16", "/training/logging_steps": "logging_steps",
         "/training/eval_steps": "eval_strategy/eval_steps",
-        "/training/save_steps": "save_strategy/save_steps"})
+        "/training/save_steps": "save_strategy/save_steps",
+        "/training/packing": "sample_packing (multipack) on a CUDA GPU; refused on CPU"})
     carried.update({p: "launcher flags, fsdp_config / deepspeed JSON" for p in RESOURCE_FIELDS})
 
     init = check_init_adapter(inputs.init_adapter, spec, refusals, notes)

@@ -112,6 +112,11 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
         notes.append(f"template {ON_PROMPT[template]}, not {template}: the same text, and "
                      f"{template} refuses train_on_prompt")
         template = ON_PROMPT[template]
+    if template and t["packing"] and template in ON_PROMPT:
+        notes.append(f"template {ON_PROMPT[template]}, not {template}: the same text without "
+                     f"the untrained EOS {template} adds after each row (efficient_eos), so "
+                     "the packed rows are as long as jessy's schedule counts them")
+        template = ON_PROMPT[template]
     native_template = "the tokenizer's own template, parsed by LLaMA-Factory"
     if template:
         cfg["template"] = template
@@ -138,6 +143,9 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
     if m["attn_implementation"] != "auto":
         cfg["flash_attn"] = {"eager": "disabled", "sdpa": "sdpa",
                              "flash_attention_2": "fa2"}[m["attn_implementation"]]
+    if t["packing"]:
+        cfg.update(packing_keys(spec, inputs, schedule.packed_sequences, template, refusals,
+                                notes))
 
     cfg["finetuning_type"] = "full" if method == "full" else "lora"
     if method == "qlora":
@@ -178,7 +186,9 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
         "/training/gradient_checkpointing": "disable_gradient_checkpointing (inverted)",
         "/training/precision": "bf16/fp16", "/training/logging_steps": "logging_steps",
         "/training/eval_steps": "eval_strategy/eval_steps",
-        "/training/save_steps": "save_strategy/save_steps"})
+        "/training/save_steps": "save_strategy/save_steps",
+        "/training/packing": "packing + neat_packing (rows kept apart: a block-diagonal "
+                             "attention mask, positions restarting at each row)"})
     init = check_init_adapter(inputs.init_adapter, spec, refusals, notes)
     if init is not None:
         cfg["adapter_name_or_path"] = str(init)  # LLaMA-Factory trains the loaded adapter on
@@ -186,6 +196,40 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
     if checkpoint:
         cfg["resume_from_checkpoint"] = checkpoint
     return cfg, refusals, notes, carried, schedule.optimizer_steps
+
+
+def packing_keys(spec, inputs: RunInputs, packed: int | None, template: str | None,
+                 refusals: list[Refusal], notes: list[str]) -> dict:
+    """training.packing as LLaMA-Factory's `neat_packing` (which sets `packing`): rows packed by
+    its greedy knapsack into sequences of max_seq_length tokens, kept apart by a block-diagonal
+    4D attention mask under eager or SDPA attention, on a CPU as on a GPU (data/collator.py
+    `prepare_4d_attention_mask`), positions restarting at each row (processor/supervised.py).
+    Its plain `packing` lets the rows attend to each other: never used."""
+    m, t = spec["model"], spec["training"]
+    limit = m["max_seq_length"]
+    if packed is None:
+        refusals.append(Refusal("/training/packing", "jessy counts the packed sequences (the "
+                                "run's updates) from single-turn chat rows with the model's "
+                                "tokenizer.json, and cannot count these rows that way"))
+    if template is None:
+        refusals.append(Refusal("/training/packing", "LLaMA-Factory renders these rows with "
+                                "the tokenizer's own template (an unknown family, or "
+                                "Llama-3.1+ dates), whose packed lengths jessy cannot count"))
+    if limit % 8:
+        refusals.append(Refusal("/model/max_seq_length", f"{limit} with packing: LLaMA-Factory "
+                                "packs into sequences of max_seq_length tokens and pads each "
+                                "batch to a multiple of 8 without padding the position ids "
+                                "(data/collator.py); use a multiple of 8"))
+    if m["attn_implementation"] == "flash_attention_2" and t["batch_size"] != 1:
+        refusals.append(Refusal("/training/batch_size", "LLaMA-Factory's packing under "
+                                "flash_attention_2 takes one packed sequence per batch "
+                                "(data/collator.py asserts it); use batch_size 1 with "
+                                "gradient accumulation, or sdpa"))
+    if packed is not None:
+        notes.append(f"packing: {inputs.data.n_train} rows in {packed} sequences of {limit} "
+                     "tokens (LLaMA-Factory's neat_packing: each row attends to itself only); "
+                     f"it keeps one position back, so a row is cut at {limit - 1} tokens")
+    return {"packing": True, "neat_packing": True}
 
 
 def dataset_info_json(inputs: RunInputs) -> str:

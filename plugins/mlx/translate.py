@@ -104,6 +104,13 @@ def translate_config(spec, inputs: RunInputs, adapter_dir: str) -> tuple[dict, l
             notes.append(f"resuming from {checkpoint.name} (update {done}): mlx-lm restores "
                          "the adapter weights only; the optimizer state restarts, the LR "
                          f"schedule continues at update {done + 1}")
+    if t["packing"]:
+        refusals.append(Refusal("/training/packing", "mlx-lm has no packing: its trainer pads "
+                                "each row of a batch to the longest (mlx_lm/tuner/trainer.py "
+                                "iterate_batches), and its models' forward takes no attention "
+                                "mask or positions that would keep packed rows apart "
+                                "(models/llama.py: Model(inputs, cache, input_embeddings))"))
+    carried["/training/packing"] = "refused when true (mlx-lm pads rows, never packs them)"
     carried["/training/epochs"] = "iters (= the core's optimizer steps * accumulation)"
     carried["/training/max_steps"] = "iters (= max_steps * grad_accumulation_steps)"
     cfg["jessy_lr_table"] = schedule.learning_rates()[done:]

@@ -49,6 +49,27 @@ def model_type(model_path: str) -> str | None:
     return json.loads(cfg.read_text()).get("model_type")
 
 
+def packing_keys(t: dict, on_gpu: bool, refusals: list[Refusal], notes: list[str]) -> dict:
+    """training.packing as TRL's SFTConfig packing (best-fit decreasing, padding-free batches)
+    with Unsloth's packed attention: on a CUDA GPU only. TRL keeps packed rows apart only in
+    flash-attention kernels (trl/trainer/sft_trainer.py warns of cross-contamination under
+    any other attention); Unsloth's own packed attention (unsloth/utils/packing.py) is not
+    verified on its CPU path. TRL's packer forms its own number of sequences, which jessy's
+    schedule (LLaMA-Factory's count) cannot know before the run: the updates must be given."""
+    if not on_gpu:
+        refusals.append(Refusal("/training/packing", "TRL's packing keeps packed rows apart "
+                                "only in flash-attention kernels on a CUDA GPU (its SFTTrainer "
+                                "warns of cross-contamination otherwise); no GPU here"))
+    if t["max_steps"] is None:
+        refusals.append(Refusal("/training/packing", "TRL packs rows its own way (best-fit "
+                                "decreasing), into a number of sequences jessy cannot count "
+                                "before the run, so epochs cannot become updates; set "
+                                "training.max_steps"))
+    notes.append("packing: TRL's best-fit-decreasing packer with padding-free batches and "
+                 "Unsloth's packed attention (not run by jessy's tests: no GPU there)")
+    return {"packing": True, "packing_strategy": "bfd", "padding_free": True}
+
+
 def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str, on_gpu: bool
                      ) -> tuple[dict, list[Refusal], list[str], dict]:
     """`output_dir`: the Trainer's, relative to attempt_dir (where checkpoints are)."""
@@ -139,6 +160,8 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
     }
     if not on_gpu and sft["fp16"]:
         refusals.append(Refusal("/training/precision", "fp16 training needs a GPU"))
+    if t["packing"]:
+        sft.update(packing_keys(t, on_gpu, refusals, notes))
     carried.update({"/training/batch_size": "sft.per_device_train_batch_size",
                     "/training/gradient_accumulation_steps": "sft.gradient_accumulation_steps",
                     "/training/learning_rate": "sft.learning_rate",
@@ -155,7 +178,9 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
                     "/training/precision": "from_pretrained.dtype, sft.bf16/fp16",
                     "/training/logging_steps": "sft.logging_steps",
                     "/training/eval_steps": "sft.eval_strategy/eval_steps",
-                    "/training/save_steps": "sft.save_strategy/save_steps"})
+                    "/training/save_steps": "sft.save_strategy/save_steps",
+                    "/training/packing": "sft.packing (TRL's best-fit decreasing) on a CUDA "
+                                         "GPU; refused on CPU"})
 
     total = schedule.optimizer_steps
     responses_only = d["train_on_responses_only"] and inputs.data.format != "text"

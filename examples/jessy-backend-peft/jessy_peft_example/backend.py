@@ -144,7 +144,11 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
         "/training/precision": "model.dtype, args.bf16/fp16",
         "/training/logging_steps": "args.logging_steps",
         "/training/eval_steps": "args.eval_strategy/eval_steps",
-        "/training/save_steps": "args.save_strategy/save_steps"})
+        "/training/save_steps": "args.save_strategy/save_steps",
+        "/training/packing": "refused when true (rows are padded, never packed)"})
+    if t["packing"]:
+        refusals.append(Refusal("/training/packing", "this example pads each batch of rows and "
+                                "has no packing (no block-diagonal attention mask)"))
 
     data = {"train": str(inputs.data.train),
             "validation": str(inputs.data.validation) if inputs.data.validation else None,
