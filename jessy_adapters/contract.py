@@ -421,7 +421,7 @@ def _spec(tmp_path: Path, model: str, data: Path):
 
 
 def _run(backend_name, spec, tmp_path):
-    from .runner import Runner
+    from .run.runner import Runner
 
     return Runner(load_registry(), console=lambda m: None).run(spec, [backend_name],
                                                                tmp_path / "runs")

@@ -105,7 +105,7 @@ def evaluate_run(run_dir: Path, held_out: Path | None = None, general: Path | No
                  max_new_tokens: int = 48, limit: int | None = None) -> dict:
     import sacrebleu
 
-    from .rundir import finished_run
+    from .run.rundir import finished_run
 
     run_dir = Path(run_dir)
     manifest, spec, tuned = finished_run(run_dir)  # RunFolderError (a ValueError) first

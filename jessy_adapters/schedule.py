@@ -134,7 +134,7 @@ def packed_count(spec, inputs) -> int | None:
     rows, multi-turn rows, no tokenizer.json, an unknown chat family)."""
     if inputs.data.format == "text":
         return None
-    from .room import row_token_counts
+    from .data.room import row_token_counts
 
     counts = row_token_counts(inputs.data.train, inputs.model_path,
                               spec["model"]["chat_template"], answers=True)
@@ -148,7 +148,7 @@ def run_schedule(spec, inputs) -> Schedule:
     applied here when a caller (a test, `jessy translate`) built RunInputs without one."""
     if getattr(inputs, "schedule", None) is not None:
         return inputs.schedule
-    from .scaleout import world_size
+    from .toolkit.scaleout import world_size
 
     packed = packed_count(spec, inputs) if spec["training"].get("packing") else None
     return schedule_for(spec["training"], inputs.data.n_train,

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_backend import Plugin, make_backend  # noqa: E402
 
 from jessy_adapters.plugins import load_registry  # noqa: E402
-from jessy_adapters.runner import Runner  # noqa: E402
+from jessy_adapters.run.runner import Runner  # noqa: E402
 from jessy_adapters.spec import load_spec  # noqa: E402
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a test may start us with it ignored

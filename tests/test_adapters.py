@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jessy_adapters.adapters import (
+from jessy_adapters.toolkit.adapters import (
     mlx_to_peft,
     peft_to_mlx,
     read_safetensors,

@@ -17,7 +17,7 @@ from conftest import write_spec
 from fake_backend import Plugin, make_backend
 
 from jessy_adapters.plugins import Registry, RegistryError, load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 from jessy_adapters.spec import load_schema, load_spec
 
 

@@ -30,7 +30,7 @@ from jessy_adapters.compare.score import (
     score,
 )
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 from jessy_adapters.spec import load_spec
 
 TRAINER = Path(__file__).with_name("fake_compare_trainer.py")

@@ -15,8 +15,8 @@ import pytest
 from fake_backend import make_backend
 from test_runner import registry_with
 
-from jessy_adapters.console import Console, Eta, format_duration, progress_line
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.console import Console, Eta, format_duration, progress_line
+from jessy_adapters.run.runner import Runner
 
 
 @pytest.mark.parametrize("seconds, shown", [(0, "0s"), (44.6, "45s"), (80, "1m20s"),

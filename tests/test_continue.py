@@ -14,7 +14,7 @@ from conftest import require_env
 
 from jessy_adapters.contract import tiny_spec
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 
 
 def spec_for(tmp_path, model, data, name, steps, continue_on_fallback):
@@ -87,7 +87,7 @@ def test_mlx_checkpoint_becomes_a_peft_adapter(tmp_path, tiny_model, toy_data):
 def test_an_adapter_is_continued_only_by_a_spec_that_can_train_it(tmp_path, toy_data):
     """Another backend's LoRA checkpoint: same rank -> continued; another rank or a full
     fine-tune -> refused by spec path, before anything runs."""
-    from jessy_adapters.checkpoints import check_init_adapter
+    from jessy_adapters.toolkit.checkpoints import check_init_adapter
 
     adapter = tmp_path / "checkpoint-4"
     adapter.mkdir()

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 
 from jessy_adapters.data import check_row
-from jessy_adapters.datatools import (
+from jessy_adapters.data.tools import (
     TokenCounter,
     make_fields,
     normalise,
@@ -188,7 +188,7 @@ def test_validate_bad_input_exit_codes(tmp_path):
 
 MEMORY_PROBE = """
 import json, resource, sys
-from jessy_adapters import datatools
+from jessy_adapters.data import tools as datatools
 from jessy_adapters.cli.data import data
 
 def peak():

@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from jessy_adapters import data as data_module
-from jessy_adapters import datatools, rows
-from jessy_adapters.data import DataError, prepare
-from jessy_adapters.datatools import (
+from jessy_adapters.data import DataError, prepare, rows
+from jessy_adapters.data import tools as datatools
+from jessy_adapters.data.tools import (
     DataToolError,
     NoRoom,
     TokenCounter,

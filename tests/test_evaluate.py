@@ -12,7 +12,7 @@ from jessy_adapters.contract import tiny_spec
 from jessy_adapters.evaluate import evaluate_run
 from jessy_adapters.export import export_run
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

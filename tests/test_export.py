@@ -17,7 +17,7 @@ from jessy_adapters.export import (
     validate_modelfile,
 )
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 from jessy_adapters.spec import load_spec
 
 

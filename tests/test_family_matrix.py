@@ -85,7 +85,6 @@ from click.testing import CliRunner
 from conftest import SPEC_EXAMPLES, require_env
 from family_labels import IGNORE, label_problems
 
-from jessy_adapters.attempt import write_native
 from jessy_adapters.backend import RunInputs, TranslationRefused
 from jessy_adapters.cli import cli
 from jessy_adapters.contract import peft_output_change
@@ -94,7 +93,8 @@ from jessy_adapters.envs import BackendEnv
 from jessy_adapters.export import ExportError, to_gguf
 from jessy_adapters.models import resolve_model
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.attempt import write_native
+from jessy_adapters.run.runner import Runner
 from jessy_adapters.spec import load_spec
 from jessy_adapters.templates import TEMPLATES, TURN_FORMATS
 from jessy_adapters.testing.fixtures import TOY_FACTS

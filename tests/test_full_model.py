@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jessy_adapters.adapters import read_safetensors, write_safetensors
-from jessy_adapters.full_model import copy_hf_model, mlx_full_to_hf
+from jessy_adapters.toolkit.adapters import read_safetensors, write_safetensors
+from jessy_adapters.toolkit.full_model import copy_hf_model, mlx_full_to_hf
 
 
 def fake_base(folder, seed=0):

@@ -1,5 +1,5 @@
-"""The plugin toolkit for backends built on transformers' Trainer (jessy_adapters.hf_trainer,
-jessy_adapters.checkpoints): one normalise of the Trainer's output folder, one block of
+"""The plugin toolkit for backends built on transformers' Trainer (toolkit.hf_trainer,
+toolkit.checkpoints): one normalise of the Trainer's output folder, one block of
 Trainer arguments, checkpoints found where the plugin says. Fake folders, no backend."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from jessy_adapters import RunInputs
-from jessy_adapters.adapters import write_safetensors
-from jessy_adapters.checkpoints import hf_checkpoint_as_peft, hf_resume
-from jessy_adapters.hf_trainer import SCHEDULERS, HFTrainerBackend, training_arguments
 from jessy_adapters.plugins import load_registry
+from jessy_adapters.toolkit.adapters import write_safetensors
+from jessy_adapters.toolkit.checkpoints import hf_checkpoint_as_peft, hf_resume
+from jessy_adapters.toolkit.hf_trainer import SCHEDULERS, HFTrainerBackend, training_arguments
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "jessy-backend-peft"
 

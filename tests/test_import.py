@@ -18,10 +18,10 @@ from jessy_adapters.data import prepare
 from jessy_adapters.envs import BackendEnv
 from jessy_adapters.importers import ImportRefused, detect, import_data, import_file
 from jessy_adapters.importers.common import close, number, read_native, unclassified
-from jessy_adapters.layers import adapted_layers
 from jessy_adapters.plugins import load_registry
 from jessy_adapters.schedule import run_schedule
 from jessy_adapters.spec import load_spec, spec_from_dict
+from jessy_adapters.toolkit.layers import adapted_layers
 
 DATA = Path(__file__).parent / "data" / "import"
 NATIVE_FILE = {"mlx": "mlx_lora.yaml", "llamafactory": "llamafactory.yaml",

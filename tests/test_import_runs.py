@@ -64,12 +64,12 @@ import yaml
 from click.testing import CliRunner
 from conftest import require_env
 
-from jessy_adapters.adapters import read_safetensors_header
 from jessy_adapters.cli import cli
 from jessy_adapters.contract import peft_output_change
 from jessy_adapters.devices import nvidia_gpu
 from jessy_adapters.importers.common import number, read_native
 from jessy_adapters.schedule import Schedule
+from jessy_adapters.toolkit.adapters import read_safetensors_header
 
 DATA = Path(__file__).parent / "data" / "import"
 MAX_STEPS = 2

@@ -10,15 +10,15 @@ import pytest
 import yaml
 from conftest import require_env
 
-from jessy_adapters.adapters import read_safetensors_header
 from jessy_adapters.backend import RunInputs, TranslationRefused
 from jessy_adapters.contract import tiny_spec
 from jessy_adapters.data import prepare
 from jessy_adapters.envs import BackendEnv
-from jessy_adapters.layers import adapted_layers
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 from jessy_adapters.spec import SpecError, spec_from_dict
+from jessy_adapters.toolkit.adapters import read_safetensors_header
+from jessy_adapters.toolkit.layers import adapted_layers
 
 
 def model_folder(tmp_path, layers=4):

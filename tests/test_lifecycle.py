@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import write_spec
 
-from jessy_adapters.lifecycle import PHASES, RunBusy, owning
-from jessy_adapters.rundir import RunDir
+from jessy_adapters.run.lifecycle import PHASES, RunBusy, owning
+from jessy_adapters.run.rundir import RunDir
 from jessy_adapters.spec import load_spec
 
 FAKE_RUN = Path(__file__).with_name("fake_run.py")
@@ -121,7 +121,7 @@ def test_sigkill_then_resume_leaves_no_attempt_running(spec_file, tmp_path):
 
 @pytest.mark.parametrize("content", ["", "{", "[]", '{"attempts": 3}', '{"status": "x"}'])
 def test_resume_of_a_broken_folder_is_a_clear_error(content, tmp_path):
-    from jessy_adapters.runner import ResumeError, open_run
+    from jessy_adapters.run.runner import ResumeError, open_run
 
     (tmp_path / "run.json").write_text(content)
     with pytest.raises(ResumeError, match="cannot be resumed|not a jessy run"):

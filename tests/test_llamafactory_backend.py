@@ -125,7 +125,7 @@ def test_qlora_trains_on_cpu_with_bitsandbytes(backend, tmp_path, tiny_model, to
 
     from jessy_adapters.contract import peft_output_change
     from jessy_adapters.plugins import load_registry
-    from jessy_adapters.runner import Runner
+    from jessy_adapters.run.runner import Runner
 
     require_env(backend)
     spec = load_spec(write_spec(tmp_path / "q.yaml", f"""\

@@ -12,7 +12,7 @@ import pytest
 from conftest import write_spec
 
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 from jessy_adapters.spec import load_schema, load_spec
 
 PROMPT = [{"role": "user", "content": "What is your favourite colour?"}]

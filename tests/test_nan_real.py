@@ -17,7 +17,7 @@ from conftest import require_env, write_spec
 
 from jessy_adapters import failures
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 from jessy_adapters.spec import load_spec
 
 pytestmark = pytest.mark.backend("HF trainers + mlx")

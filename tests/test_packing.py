@@ -137,7 +137,7 @@ def inputs_for(tmp_path: Path, limit: int = 32, shapes=SHAPES, **training):
 
 
 def test_the_core_counts_packed_sequences_from_each_rows_tokens(tmp_path):
-    from jessy_adapters.room import row_token_counts
+    from jessy_adapters.data.room import row_token_counts
 
     spec, inputs = inputs_for(tmp_path)
     counts = row_token_counts(inputs.data.train, inputs.model_path, "auto", {"chatml": "\n"})
@@ -385,7 +385,7 @@ def write_config(path: Path, cfg: dict) -> str:
 
 
 def drive(env, mode: str, cases: dict, tmp_path: Path) -> dict:
-    from jessy_adapters.attempt import RUNTIME_PATH
+    from jessy_adapters.run.attempt import RUNTIME_PATH
 
     cases_file = tmp_path / f"cases-{mode}.json"
     cases_file.write_text(json.dumps({"runtime": str(RUNTIME_PATH), **cases}))
@@ -439,7 +439,7 @@ def test_llamafactory_packs_into_the_sequences_the_core_counts(llamafactory_env,
     """For every chat family's tiny model and ChatML (the tiny Llama with SmolLM2's
     tokenizer): rows of varied length, some longer than a packed row holds, more than one
     group of a thousand."""
-    from jessy_adapters.room import row_token_counts
+    from jessy_adapters.data.room import row_token_counts
     from jessy_adapters.tiny_models import TINY, build_tiny
 
     data = varied_rows(tmp_path / "rows.jsonl", PACKING_GROUP + 150, seed=1, longest=60)
@@ -475,7 +475,7 @@ def test_a_packed_run_feeds_the_same_rows_in_the_sequences_counted(llamafactory_
                                                                    tiny_model, tmp_path,
                                                                    monkeypatch):
     from jessy_adapters.plugins import load_registry
-    from jessy_adapters.runner import Runner
+    from jessy_adapters.run.runner import Runner
 
     data = varied_rows(tmp_path / "rows.jsonl", 40, seed=2, longest=30)
     runs = {}
@@ -496,7 +496,7 @@ def test_a_packed_run_feeds_the_same_rows_in_the_sequences_counted(llamafactory_
         runs[packing] = (run.manifest, run.metrics(), capture)
     (packed, packed_events, packed_rows), (plain, plain_events, plain_rows) = runs[True], \
         runs[False]
-    from jessy_adapters.room import row_token_counts
+    from jessy_adapters.data.room import row_token_counts
 
     # every row within the 127 tokens a packed row keeps, so both runs train the same tokens
     prepared = Path(packed["data"]["train"])

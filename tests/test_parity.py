@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 from jessy_adapters.spec import load_spec
 from tests.conftest import require_env
 

@@ -14,7 +14,7 @@ from conftest import require_env
 from jessy_adapters import failures
 from jessy_adapters.contract import tiny_spec
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import ResumeError, Runner
+from jessy_adapters.run.runner import ResumeError, Runner
 
 
 def spec_for(tmp_path, model, data, steps, save):

@@ -14,7 +14,7 @@ from conftest import write_spec
 
 from jessy_adapters.cli import cli
 from jessy_adapters.data import prepare, rows_without_room
-from jessy_adapters.room import fast_count
+from jessy_adapters.data.room import fast_count
 from jessy_adapters.spec import load_spec
 
 
@@ -68,7 +68,7 @@ def test_the_check_on_rows_with_room_does_not_load_transformers(tmp_path, tiny_m
 import sys
 from jessy_adapters.spec import load_spec
 from jessy_adapters.data import prepare
-from jessy_adapters.room import check_room
+from jessy_adapters.data.room import check_room
 spec = load_spec({str(spec)!r})
 prepared = prepare(spec, __import__("pathlib").Path({str(tmp_path / "p")!r}))
 assert check_room(spec, prepared, {tiny_model!r}) == []
@@ -83,7 +83,7 @@ def test_a_data_file_gone_between_preparing_and_checking_is_a_data_error(tmp_pat
     """The exact check reads the source files again: a file removed meanwhile is the user's
     data error with its name, not a traceback."""
     from jessy_adapters.data import DataError
-    from jessy_adapters.room import check_room
+    from jessy_adapters.data.room import check_room
 
     data = rows_file(tmp_path, ["Hi?", "What is " + "very " * 80 + "long?"])
     spec = load_spec(spec_for(tmp_path, tiny_model, data, 64))

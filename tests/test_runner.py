@@ -18,7 +18,7 @@ from fake_backend import Plugin, make_backend
 
 from jessy_adapters import hookimpl
 from jessy_adapters.plugins import Registry, RegistryError, load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 from jessy_adapters.spec import load_schema, load_spec
 
 
@@ -172,7 +172,7 @@ def test_sigint_interrupts_gracefully_and_keeps_everything(spec, tmp_path):
 
 
 def test_stubborn_backend_is_killed_after_the_grace(spec, tmp_path, monkeypatch):
-    import jessy_adapters.supervise as supervise
+    import jessy_adapters.run.supervise as supervise
 
     monkeypatch.setattr(supervise, "GRACE_SECONDS", 0.5)
     reg = registry_with(make_backend("stubborn", "stubborn"))

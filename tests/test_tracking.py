@@ -21,10 +21,10 @@ from jessy_adapters.contract import tiny_spec
 from jessy_adapters.data import prepare
 from jessy_adapters.envs import BackendEnv, list_envs
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
+from jessy_adapters.run.tensorboard import crc32c, masked_crc32c, scalars
 from jessy_adapters.spec import SpecError, load_spec
-from jessy_adapters.tensorboard import crc32c, masked_crc32c, scalars
-from jessy_adapters.tracking import REPORTERS
+from jessy_adapters.toolkit.tracking import REPORTERS
 
 READER = Path(__file__).with_name("read_tracking.py")
 BOOKKEEPING = ("step", "attempt", "time")

@@ -244,7 +244,7 @@ def test_dashboard_follows_a_real_mlx_training(tmp_path, mlx_env, tiny_model, to
     watch is the same on a fast machine and a slow one; it ends as a timeout, shown too."""
     from jessy_adapters.contract import tiny_spec
     from jessy_adapters.plugins import load_registry
-    from jessy_adapters.runner import Runner
+    from jessy_adapters.run.runner import Runner
 
     spec = tiny_spec(tmp_path, tiny_model, toy_data, "uilive",
                      {"max_steps": 5000, "logging_steps": 1, "eval_steps": 200})

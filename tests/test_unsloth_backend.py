@@ -18,7 +18,7 @@ from jessy_adapters.contract import tiny_spec
 from jessy_adapters.data import prepare
 from jessy_adapters.envs import BackendEnv
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 from jessy_adapters.spec import load_spec
 from jessy_unsloth.backend import UnslothBackend
 

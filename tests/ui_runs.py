@@ -15,7 +15,7 @@ from pathlib import Path
 from fake_backend import Plugin, make_backend
 
 from jessy_adapters.plugins import load_registry
-from jessy_adapters.runner import Runner
+from jessy_adapters.run.runner import Runner
 from jessy_adapters.spec import load_spec
 
 RUNNING_ID = "20990101-000000-live-beef"

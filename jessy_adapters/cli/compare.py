@@ -49,7 +49,7 @@ def compare(ctx, spec, backend_list, with_eval, weights, output, require_gpu, ti
     """
     from ..compare import CompareError, WeightsError, compare_folder, parse_backends, parse_weights
     from ..compare import compare as run_comparison
-    from ..runner import Runner
+    from ..run.runner import Runner
 
     try:
         parsed_weights = parse_weights(weights)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..rows import FORMATS
+from ..data.rows import FORMATS
 from .common import EXIT_BAD_INPUT
 
 # Existence and kind (FIFO, directory, /dev/zero) are judged by `rows`, as at run time, so
@@ -26,7 +26,7 @@ class _ValRatio(click.ParamType):
     name = "ratio"
 
     def convert(self, value, param, ctx):
-        from ..datatools import val_ratio_problem
+        from ..data.tools import val_ratio_problem
 
         try:
             number = float(value)
@@ -41,7 +41,7 @@ class _ValRatio(click.ParamType):
 def _echo_problems(problems, omitted: int, indent: str = "", hint: str = "") -> None:
     """At most MAX_REPORTED problems on stderr, then how many more: a binary file must not
     bury the terminal (or a log) under one line per garbage line."""
-    from ..datatools import MAX_REPORTED
+    from ..data.tools import MAX_REPORTED
 
     for problem in problems[:MAX_REPORTED]:
         click.echo(indent + problem.render(), err=True)
@@ -70,7 +70,7 @@ def _row_options(f):
 
 
 def _fields(prompt_field, response_field, messages_field, text_field) -> dict:
-    from ..datatools import make_fields
+    from ..data.tools import make_fields
 
     return make_fields(prompt=prompt_field, response=response_field,
                        messages=messages_field, text=text_field)
@@ -80,7 +80,7 @@ def _counter(tokenizer, fmt, fields, system_prompt):
     """The tokenizer's counter, or exit 2 saying why it cannot be loaded."""
     if not tokenizer:
         return None
-    from ..datatools import DataToolError, TokenCounter
+    from ..data.tools import DataToolError, TokenCounter
 
     try:
         return TokenCounter(tokenizer, fmt, fields, system_prompt)
@@ -126,7 +126,7 @@ def validate_cmd(file, fmt, prompt_field, response_field, messages_field, text_f
       jessy data validate train.jsonl --tokenizer ~/.cache/jessy/models/smollm2-135m-instruct \\
           --max-seq-length 512 --strict
     """
-    from ..datatools import MAX_KEPT_PROBLEMS, DataToolError, validate_file
+    from ..data.tools import MAX_KEPT_PROBLEMS, DataToolError, validate_file
 
     if (tokenizer is None) != (max_seq_length is None):
         raise click.UsageError("--tokenizer and --max-seq-length go together: the limit is "
@@ -179,7 +179,7 @@ def prepare_cmd(file, out_dir, val_ratio, seed, subset, dedup, fmt, prompt_field
       jessy data prepare training/complete_training_data.jsonl --out data/ --subset 900
       jessy data prepare chats.jsonl --format messages --out data/ --val-ratio 0.05
     """
-    from ..datatools import DataToolError, PrepareRefused, prepare_file
+    from ..data.tools import DataToolError, PrepareRefused, prepare_file
 
     fields = _fields(prompt_field, response_field, messages_field, text_field)
     try:
@@ -229,7 +229,7 @@ def stats_cmd(file, fmt, prompt_field, response_field, messages_field, text_fiel
       jessy data stats examples/jessy_persona.jsonl
       jessy data stats train.jsonl --tokenizer ~/.cache/jessy/models/smollm2-135m-instruct --json
     """
-    from ..datatools import DataFileError, DataToolError, file_stats
+    from ..data.tools import DataFileError, DataToolError, file_stats
 
     fields = _fields(prompt_field, response_field, messages_field, text_field)
     counter = _counter(tokenizer, fmt, fields, system_prompt)

@@ -29,7 +29,7 @@ def eval_cmd(run_dir, held_out, general, max_new_tokens, limit, as_json):
       jessy eval runs/20261124-200213-quickstart-0040
     """
     from ..evaluate import evaluate_run
-    from ..rundir import RunFolderError
+    from ..run.rundir import RunFolderError
 
     try:
         r = evaluate_run(Path(run_dir).resolve(), held_out, general, max_new_tokens, limit)

@@ -27,7 +27,7 @@ def export_cmd(run_dir, gguf, ollama, verify, question):
       jessy export runs/20261124-200213-quickstart-0040 --gguf f16,q8_0
     """
     from ..export import ExportError, export_run
-    from ..rundir import RunFolderError
+    from ..run.rundir import RunFolderError
 
     types = [t.strip() for t in gguf.split(",")] if gguf else None
     try:

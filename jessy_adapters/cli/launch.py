@@ -39,7 +39,7 @@ def launch(spec, target, plan, accelerator, cloud, out, now):
     from ..backend import LaunchTarget
     from ..envs import BackendEnv
     from ..plugins import RegistryError
-    from ..runner import shell_line
+    from ..run.runner import shell_line
 
     loaded = _load_spec_or_exit(spec)
     try:

@@ -50,9 +50,9 @@ def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_
       jessy run --backend unsloth --fallback mlx specs/examples/jessy-seed.yaml
       jessy run --resume runs/20261124-200213-quickstart-0040
     """
-    from ..console import Console
     from ..plans import PlanError, chain_for
-    from ..runner import ResumeError, Runner
+    from ..run.console import Console
+    from ..run.runner import ResumeError, Runner
 
     # stderr: a live progress bar on a terminal, the plain lines elsewhere (CI, pipes)
     runner = Runner(_registry(), console=Console(), timeout=timeout,

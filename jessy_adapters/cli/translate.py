@@ -25,12 +25,12 @@ def translate(backend, out, spec):
     """
     import tempfile
 
-    from ..attempt import shell_line, write_native
     from ..backend import RunInputs, TranslationRefused
     from ..data import DataError, prepare
     from ..envs import BackendEnv
     from ..models import ModelError, resolve_model
     from ..plugins import RegistryError
+    from ..run.attempt import shell_line, write_native
 
     loaded = _load_spec_or_exit(spec)
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..runner import Runner
+from ..run.runner import Runner
 from ..spec import Spec
 from .evaluation import evaluate_runs
 from .figures import read_run

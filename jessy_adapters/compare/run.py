@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import failures
 from ..jsonio import write_json_atomic
-from ..runner import Runner
+from ..run.runner import Runner
 from ..spec import Spec
 
 STATE_FILE = "compare-state.json"

@@ -75,7 +75,7 @@ def merge(model_path: str, adapter: Path, out: Path) -> Path:
 def export_run(run_dir: Path, gguf_types: list[str] | None = None, ollama: bool = True,
                verify: bool = True, question: str | None = None) -> dict:
 
-    from ..rundir import finished_run
+    from ..run.rundir import finished_run
 
     run_dir = Path(run_dir)
     manifest, spec, _ = finished_run(run_dir)  # RunFolderError before export/ is made

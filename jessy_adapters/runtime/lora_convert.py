@@ -1,6 +1,6 @@
 """PEFT LoRA -> MLX LoRA tensors (numpy + safetensors only).
 
-Used by jessy's core (jessy_adapters.adapters) and, through JESSY_RUNTIME_PATH, inside the
+Used by jessy's core (jessy_adapters.toolkit.adapters) and, through JESSY_RUNTIME_PATH, inside the
 MLX environment, where jessy itself is not installed.
 """
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..plugins import Registry
-from ..runner import Runner
+from ..run.runner import Runner
 from ..spec import Spec, SpecError, apply_defaults, load_schema, validate
 from .objectives import METRICS, Constraint, needs_eval, read_metrics
 from .space import Space, with_values

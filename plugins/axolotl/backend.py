@@ -16,10 +16,10 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.devices import nvidia_gpu, torch_threads_env
-from jessy_adapters.hf_trainer import HFTrainerBackend, observer_env
-from jessy_adapters.scaleout import world_size
 from jessy_adapters.schedule import run_schedule
-from jessy_adapters.tracking import missing_reporters, reporting_env
+from jessy_adapters.toolkit.hf_trainer import HFTrainerBackend, observer_env
+from jessy_adapters.toolkit.scaleout import world_size
+from jessy_adapters.toolkit.tracking import missing_reporters, reporting_env
 
 from .translate import translate_config
 

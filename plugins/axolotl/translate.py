@@ -15,17 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jessy_adapters import hf_trainer
 from jessy_adapters.backend import Refusal, RunInputs
-from jessy_adapters.checkpoints import check_init_adapter, hf_resume
-from jessy_adapters.layers import adapted_layers
-from jessy_adapters.scaleout import (
-    RESOURCE_FIELDS,
-    deepspeed_config,
-    offload_refusals,
-    torchrun_args,
-    world_size,
-)
 from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import (
     TURN_FORMATS,
@@ -36,7 +26,17 @@ from jessy_adapters.templates import (
     template_summary,
     training_template,
 )
-from jessy_adapters.tracking import project, settings
+from jessy_adapters.toolkit import hf_trainer
+from jessy_adapters.toolkit.checkpoints import check_init_adapter, hf_resume
+from jessy_adapters.toolkit.layers import adapted_layers
+from jessy_adapters.toolkit.scaleout import (
+    RESOURCE_FIELDS,
+    deepspeed_config,
+    offload_refusals,
+    torchrun_args,
+    world_size,
+)
+from jessy_adapters.toolkit.tracking import project, settings
 
 NAMES = {"per_device_train_batch_size": "micro_batch_size", "lr_scheduler_type": "lr_scheduler",
          "data_seed": None}

@@ -11,11 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jessy_adapters import hf_trainer
 from jessy_adapters.backend import Refusal, RunInputs
-from jessy_adapters.checkpoints import check_init_adapter, hf_resume
-from jessy_adapters.layers import adapted_layers
-from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import (
     chat_family,
@@ -23,6 +19,10 @@ from jessy_adapters.templates import (
     family_refusal,
     renders_dates,
 )
+from jessy_adapters.toolkit import hf_trainer
+from jessy_adapters.toolkit.checkpoints import check_init_adapter, hf_resume
+from jessy_adapters.toolkit.layers import adapted_layers
+from jessy_adapters.toolkit.scaleout import single_process_only
 
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_8bit", "adam": "adamw_torch",
               "sgd": "sgd"}

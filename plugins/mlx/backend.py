@@ -11,7 +11,6 @@ from pathlib import Path
 import yaml
 
 from jessy_adapters import failures
-from jessy_adapters.adapters import mlx_to_peft, read_safetensors, save_peft_adapter
 from jessy_adapters.backend import (
     OFFLINE_ENV,
     Availability,
@@ -22,8 +21,9 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.failures import Failure, last_error_line
-from jessy_adapters.full_model import mlx_full_to_hf
-from jessy_adapters.tracking import missing_reporters, reporting_env
+from jessy_adapters.toolkit.adapters import mlx_to_peft, read_safetensors, save_peft_adapter
+from jessy_adapters.toolkit.full_model import mlx_full_to_hf
+from jessy_adapters.toolkit.tracking import missing_reporters, reporting_env
 
 from .blas import INSTALL_HINT, find_openblas, preload_environment
 from .translate import REPORTERS, latest_checkpoint, translate_config

@@ -13,9 +13,6 @@ import sys
 from pathlib import Path
 
 from jessy_adapters.backend import Refusal, RunInputs
-from jessy_adapters.checkpoints import check_init_adapter
-from jessy_adapters.layers import adapted_layers, model_layer_count
-from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import (
     family_refusal,
@@ -23,7 +20,10 @@ from jessy_adapters.templates import (
     trained_turn_end,
     training_template,
 )
-from jessy_adapters.tracking import project, settings
+from jessy_adapters.toolkit.checkpoints import check_init_adapter
+from jessy_adapters.toolkit.layers import adapted_layers, model_layer_count
+from jessy_adapters.toolkit.scaleout import single_process_only
+from jessy_adapters.toolkit.tracking import project, settings
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")

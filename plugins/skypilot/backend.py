@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 from jessy_adapters import failures
-from jessy_adapters.adapters import copy_peft_adapter
 from jessy_adapters.backend import (
     EVENT_PREFIX,
     Availability,
@@ -26,6 +25,7 @@ from jessy_adapters.failures import Failure, last_error_line
 from jessy_adapters.paths import REPO_ROOT
 from jessy_adapters.plans import chain_for
 from jessy_adapters.spec import backend_fields
+from jessy_adapters.toolkit.adapters import copy_peft_adapter
 
 from .bundle import DEFAULT_ACCELERATOR, bundle_files
 

@@ -14,8 +14,8 @@ from jessy_adapters.backend import (
     read_requirements,
 )
 from jessy_adapters.devices import nvidia_gpu
-from jessy_adapters.hf_trainer import HFTrainerBackend, observer_env
-from jessy_adapters.tracking import missing_reporters, reporting_env
+from jessy_adapters.toolkit.hf_trainer import HFTrainerBackend, observer_env
+from jessy_adapters.toolkit.tracking import missing_reporters, reporting_env
 
 from .translate import translate_config
 

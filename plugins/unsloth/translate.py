@@ -10,11 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jessy_adapters import hf_trainer
 from jessy_adapters.backend import Refusal, RunInputs
-from jessy_adapters.checkpoints import check_init_adapter, hf_resume
-from jessy_adapters.layers import adapted_layers
-from jessy_adapters.scaleout import single_process_only
 from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import (
     chat_family,
@@ -22,6 +18,10 @@ from jessy_adapters.templates import (
     template_summary,
     training_template,
 )
+from jessy_adapters.toolkit import hf_trainer
+from jessy_adapters.toolkit.checkpoints import check_init_adapter, hf_resume
+from jessy_adapters.toolkit.layers import adapted_layers
+from jessy_adapters.toolkit.scaleout import single_process_only
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FUSED_LINEAR = {"phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]}

@@ -23,9 +23,10 @@ from jessy_adapters import (
     TranslationRefused,
     run_schedule,
 )
-from jessy_adapters.checkpoints import check_init_adapter, hf_resume
 from jessy_adapters.devices import nvidia_gpu
-from jessy_adapters.hf_trainer import (
+from jessy_adapters.templates import family_refusal, template_summary, training_template
+from jessy_adapters.toolkit.checkpoints import check_init_adapter, hf_resume
+from jessy_adapters.toolkit.hf_trainer import (
     HFTrainerBackend,
     attention_refusal,
     observer_env,
@@ -35,10 +36,9 @@ from jessy_adapters.hf_trainer import (
     schedule_arguments,
     training_arguments,
 )
-from jessy_adapters.layers import adapted_layers
-from jessy_adapters.scaleout import single_process_only
-from jessy_adapters.templates import family_refusal, template_summary, training_template
-from jessy_adapters.tracking import reporting_env
+from jessy_adapters.toolkit.layers import adapted_layers
+from jessy_adapters.toolkit.scaleout import single_process_only
+from jessy_adapters.toolkit.tracking import reporting_env
 
 NAME = "peft-example"
 TRAIN = Path(__file__).resolve().with_name("train.py")

@@ -14,15 +14,15 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-from . import failures
+from .. import failures
+from ..backend import Availability, Backend, Refusal, RunInputs
+from ..devices import nvidia_gpu, torch_threads_env
+from ..failures import Failure, last_error_line
+from ..schedule import Schedule
+from ..templates import trained_turn_end
 from .adapters import copy_peft_adapter
-from .backend import Availability, Backend, Refusal, RunInputs
 from .checkpoints import OUTPUT_DIR, hf_checkpoint_as_peft
-from .devices import nvidia_gpu, torch_threads_env
-from .failures import Failure, last_error_line
 from .full_model import copy_hf_model
-from .schedule import Schedule
-from .templates import trained_turn_end
 
 SCHEDULERS = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 """The spec's lr_scheduler -> the Trainer's lr_scheduler_type (constant keeps the warmup)."""

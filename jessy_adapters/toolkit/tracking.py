@@ -1,8 +1,9 @@
 """The spec's `tracking:` section: what jessy writes itself, what backends report themselves.
 
 - `tensorboard: true`: jessy writes TensorBoard event files from the metric events it records
-  (`metric_sinks`), the same for every backend, MLX included: `<run>/tensorboard/NN-<backend>/`,
-  one TensorBoard run per attempt. A core field: no backend carries it.
+  (run/tensorboard.py `metric_sinks`), the same for every backend, MLX included:
+  `<run>/tensorboard/NN-<backend>/`, one TensorBoard run per attempt. A core field: no
+  backend carries it.
 - `report_to: [wandb, mlflow, trackio]`: the backend's own reporting, which each translator
   carries into its native config (or refuses by path). Nothing leaves the machine and every
   file lands in the attempt's folder (`reporting_env`): wandb offline in `wandb/`, mlflow in a
@@ -13,11 +14,9 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .backend import Refusal
+from ..backend import Refusal
 
 REPORTERS = ("wandb", "mlflow", "trackio")
 """tracking.report_to's choices: each is also the module its library installs."""
@@ -68,20 +67,3 @@ def missing_reporters(spec, env, backend: str, carried: tuple[str, ...] = REPORT
                     f"{', '.join(missing)} not installed in the {backend} environment: "
                     f"`{env.python} -m pip install {names}`, or leave it out of "
                     "tracking.report_to (tracking.tensorboard needs nothing installed)")]
-
-
-@contextlib.contextmanager
-def metric_sinks(spec, run_path: Path, attempt_name: str
-                 ) -> Iterator[list[Callable[[dict], None]]]:
-    """What else receives each metric event of an attempt as it is recorded: TensorBoard's
-    writer for `<run>/tensorboard/<attempt_name>/` when asked, closed when the attempt ends."""
-    if not settings(spec)["tensorboard"]:
-        yield []
-        return
-    from .tensorboard import EventWriter
-
-    writer = EventWriter(run_path / "tensorboard" / attempt_name)
-    try:
-        yield [writer.add_event]
-    finally:
-        writer.close()

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .data import val_count
-from .jsonio import write_json_atomic
+from .. import __version__
+from ..jsonio import write_json_atomic
+from . import val_count
 from .rows import FIELDS, DataFile, DataFileError, as_messages, staged_output, to_canonical
 from .rows import MAX_REPORTED as MAX_REPORTED
 from .rows import ScanCounts as ScanCounts

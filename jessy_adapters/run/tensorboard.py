@@ -18,12 +18,16 @@ reads the files back with TensorBoard's own reader and compares them with metric
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
 import struct
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from ..toolkit.tracking import settings
 
 FILE_VERSION = "brain.Event:2"
 NOT_SCALARS = ("step", "attempt", "time")
@@ -134,3 +138,18 @@ class EventWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+@contextlib.contextmanager
+def metric_sinks(spec, run_path: Path, attempt_name: str
+                 ) -> Iterator[list[Callable[[dict], None]]]:
+    """What else receives each metric event of an attempt as it is recorded: TensorBoard's
+    writer for `<run>/tensorboard/<attempt_name>/` when asked, closed when the attempt ends."""
+    if not settings(spec)["tensorboard"]:
+        yield []
+        return
+    writer = EventWriter(run_path / "tensorboard" / attempt_name)
+    try:
+        yield [writer.add_event]
+    finally:
+        writer.close()

@@ -14,18 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import failures
+from .. import failures
+from ..backend import PreparedData, RunInputs
+from ..data import DataError, prepare
+from ..data.room import check_room
+from ..failures import Failure
+from ..models import ModelError, require_local, resolve_model
+from ..plugins import Registry
+from ..schedule import run_schedule
+from ..spec import Spec
+from ..templates import chat_family, template_summary
 from .attempt import RUNTIME_PATH, run_attempt, shell_line, summarise
-from .backend import PreparedData, RunInputs
-from .data import DataError, prepare
-from .failures import Failure
 from .lifecycle import RunBusy, mark_dead_attempts, owning, pause_point
-from .models import ModelError, require_local, resolve_model
-from .plugins import Registry
-from .room import check_room
 from .rundir import RunDir, _now, process_age
-from .schedule import run_schedule
-from .spec import Spec
 from .supervise import (
     DIVERGENCE_FACTOR,
     GRACE_SECONDS,
@@ -34,7 +35,6 @@ from .supervise import (
     Supervisor,
     progress_line,
 )
-from .templates import chat_family, template_summary
 
 __all__ = ["DIVERGENCE_FACTOR", "GRACE_SECONDS", "NAN_PATIENCE", "PRUNED", "RUNTIME_PATH",
            "ResumeError", "Runner", "open_run", "prepared_from_manifest", "progress_line",
@@ -79,7 +79,7 @@ class Runner:
     def resume(self, run_dir: Path, require_accelerator: bool = False) -> RunDir:
         """Continue a failed or interrupted run on the backend that was running, from its
         last checkpoint, with the same prepared data (same order)."""
-        from .spec import spec_from_dict
+        from ..spec import spec_from_dict
 
         run = open_run(Path(run_dir).resolve())
         m = run.manifest

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .backend import PreparedData
+from ..backend import PreparedData
 from .rows import (
     FIELDS,
     MAX_REPORTED,
@@ -30,7 +30,7 @@ from .rows import (
 )
 
 if TYPE_CHECKING:
-    from .spec import Spec
+    from ..spec import Spec
 
 __all__ = ["MAX_REPORTED", "ROLES", "DataError", "DataIssue", "check_row", "load_rows",
            "prepare", "rows_without_room", "source_issues", "split", "to_canonical",
@@ -199,7 +199,7 @@ def rows_without_room(spec: Spec, model_path: str, min_response_tokens: int = 1
     cut at max_seq_length before its response starts trains nothing, and a batch of such
     rows has no label at all. datatools.DataToolError when the tokenizer cannot be loaded.
     """
-    from .datatools import TokenCounter, rows_without_room_for_response
+    from .tools import TokenCounter, rows_without_room_for_response
 
     d, limit = spec["data"], spec["model"]["max_seq_length"]
     if d["format"] == "text":

@@ -14,17 +14,17 @@ import shlex
 import time
 from pathlib import Path
 
-from . import failures
-from .backend import Backend, RunInputs, Translation, TranslationRefused
-from .envs import BackendEnv
-from .failures import Failure
+from .. import failures
+from ..backend import Backend, RunInputs, Translation, TranslationRefused
+from ..envs import BackendEnv
+from ..failures import Failure
+from ..paths import package_file
+from ..plugins import Registry, RegistryError
+from ..spec import Spec
 from .lifecycle import pause_point
-from .paths import package_file
-from .plugins import Registry, RegistryError
 from .rundir import RunDir, _now
-from .spec import Spec
 from .supervise import Supervisor
-from .tracking import metric_sinks
+from .tensorboard import metric_sinks
 
 RUNTIME_PATH = package_file("runtime")
 _SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.I)
@@ -201,7 +201,7 @@ def summarise(events: list[dict], backend: str, seconds: float) -> dict:
 
 
 def _plot(run: RunDir) -> None:
-    from .plots import plot_losses
+    from ..plots import plot_losses
 
     try:
         plot_losses(run.metrics(), run.path / "plots" / "loss.png")

@@ -27,7 +27,7 @@ def hf_resume(resume_from: Path | None, refusals: list, notes: list,
     """The checkpoint an HF-Trainer backend resumes from, or a refusal saying why not;
     `output_dir` is where the backend's Trainer writes checkpoints, relative to an attempt
     folder (HFTrainerBackend.output_dir)."""
-    from .backend import Refusal
+    from ..backend import Refusal
 
     if resume_from is None:
         return None
@@ -56,7 +56,7 @@ def check_init_adapter(init: Path | None, spec, refusals: list, notes: list) -> 
     differs from the spec's, or when the spec fine-tunes every weight (method: full)."""
     import json
 
-    from .backend import Refusal
+    from ..backend import Refusal
 
     if init is None:
         return None

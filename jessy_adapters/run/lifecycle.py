@@ -17,8 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
-from . import failures
-from .failures import Failure
+from .. import failures
+from ..failures import Failure
 
 LOCK = ".lock"
 RESERVE = 256 * 1024

@@ -108,7 +108,7 @@ def peft_config(rank: int, alpha: float, dropout: float, target_modules: list[st
 
 def peft_to_mlx(tensors: dict[str, np.ndarray], config: dict):
     """PEFT -> MLX (the reverse direction); the code lives in runtime/ as backends run it."""
-    from .runtime.lora_convert import peft_to_mlx as convert
+    from ..runtime.lora_convert import peft_to_mlx as convert
 
     return convert(tensors, config)
 

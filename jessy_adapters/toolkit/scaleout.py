@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .backend import Refusal
+from ..backend import Refusal
 
 RESOURCE_FIELDS = ("/resources/nodes", "/resources/gpus_per_node", "/resources/strategy",
                    "/resources/zero_stage", "/resources/offload")

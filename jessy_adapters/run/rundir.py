@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .jsonio import write_json_atomic, write_text_atomic
-from .spec import Spec
+from .. import __version__
+from ..jsonio import write_json_atomic, write_text_atomic
+from ..spec import Spec
 
 
 def _now() -> str:
@@ -140,7 +140,7 @@ def finished_run(path: Path) -> tuple[dict, dict, Path]:
     present, and each safetensors file whole (its header's tensors fit in the file)."""
     import yaml
 
-    from .adapters import read_safetensors_header
+    from ..toolkit.adapters import read_safetensors_header
 
     path = Path(path)
     if not (path / "run.json").is_file():

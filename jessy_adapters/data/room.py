@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .data import MAX_REPORTED, DataError, DataIssue, rows_without_room
-from .templates import TURN_FORMATS, chat_family, default_system_prompt
+from ..templates import TURN_FORMATS, chat_family, default_system_prompt
+from . import MAX_REPORTED, DataError, DataIssue, rows_without_room
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 BOS_FAMILIES = {"llama3", "gemma", "gemma3", "mistral"}  # templates that open with BOS
@@ -113,8 +113,8 @@ def check_room(spec, prepared, model_path: str) -> list[str]:
         return []
     if not any((Path(model_path) / name).is_file() for name in TOKENIZER_FILES):
         return []  # no tokenizer to measure with: the backend will say so when it loads
-    from .datatools import DataToolError
     from .rows import DataFileError
+    from .tools import DataToolError
 
     try:
         issues = rows_without_room(spec, model_path)

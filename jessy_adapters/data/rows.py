@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .yaml_limits import _KINDS as FILE_KINDS
-from .yaml_limits import _SIGNATURES as NOT_UTF8_SIGNATURES
+from ..yaml_limits import _KINDS as FILE_KINDS
+from ..yaml_limits import _SIGNATURES as NOT_UTF8_SIGNATURES
 
 MAX_ROW_BYTES = 1 << 20
 """One row, line ending excluded: ~250k tokens, far beyond any context window, so a longer

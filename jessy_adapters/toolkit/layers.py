@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .backend import Refusal
+from ..backend import Refusal
 
 
 def model_layer_count(model_path: str) -> int | None:

@@ -26,12 +26,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import failures
-from .backend import Backend
+from .. import failures
+from ..backend import Backend
+from ..failures import Failure
+from ..plots import preload_in_background
+from ..procmem import peak_rss_gb
 from .console import Eta, progress_line
-from .failures import Failure
-from .plots import preload_in_background
-from .procmem import peak_rss_gb
 from .rundir import RunDir
 
 GRACE_SECONDS = float(os.environ.get("JESSY_GRACE_SECONDS", "20"))
