@@ -102,6 +102,20 @@ def attention_refusal(attn: str, on_gpu: bool, refusals: list[Refusal]) -> None:
                                 "flash_attention_2 needs a CUDA GPU"))
 
 
+def uncounted_packing(t: dict, on_gpu: bool, packer: str, cpu_reason: str,
+                       refusals: list[Refusal], notes: list[str]) -> None:
+    """training.packing through a packer whose sequence count jessy's schedule cannot know
+    before the run (TRL's, Axolotl's multipack): translated on a CUDA GPU with the updates
+    given as max_steps; refused otherwise, with why."""
+    if not on_gpu:
+        refusals.append(Refusal("/training/packing", cpu_reason))
+    if t["max_steps"] is None:
+        refusals.append(Refusal("/training/packing", f"{packer} packs rows into a number of "
+                                "sequences jessy cannot count before the run, so epochs cannot "
+                                "become updates; set training.max_steps"))
+    notes.append(f"packing: {packer} (not run by jessy's tests: no GPU there)")
+
+
 def precision(m: dict, t: dict, on_gpu: bool, refusals: list[Refusal], cpu_reason: str) -> str:
     """"bf16", "fp16", "fp32" or "auto" (the model's dtype decides where precision is auto);
     half precision without a GPU is refused with the backend's own reason."""

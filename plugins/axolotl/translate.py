@@ -155,23 +155,17 @@ def packing_keys(t: dict, attn: str | None, on_gpu: bool, refusals: list[Refusal
     no attention named it warns of cross-contamination, so SDPA is named. jessy's tests have
     not run that path on a CPU. The multipack sampler forms its own bins each epoch, which
     jessy's schedule cannot count before the run: the updates must be given."""
-    if not on_gpu:
-        refusals.append(Refusal("/training/packing", "jessy translates Axolotl's sample_packing "
-                                "on a CUDA GPU only: on a CPU its packed rows would be kept "
-                                "apart only by SDPA with the attention mask dropped "
-                                "(transformers' packed-sequence mask from the position ids), "
-                                "a path jessy's tests have not verified"))
-    if t["max_steps"] is None:
-        refusals.append(Refusal("/training/packing", "Axolotl's multipack sampler packs rows "
-                                "into its own bins each epoch, a number jessy cannot count "
-                                "before the run, so epochs cannot become updates; set "
-                                "training.max_steps"))
+    hf_trainer.uncounted_packing(
+        t, on_gpu, "Axolotl's multipack sampler (its own bins each epoch)",
+        "jessy translates Axolotl's sample_packing on a CUDA GPU only: on a CPU its packed rows "
+        "would be kept apart only by SDPA with the attention mask dropped (transformers' "
+        "packed-sequence mask from the position ids), a path jessy's tests have not verified",
+        refusals, notes)
     keys = {"sample_packing": True, "eval_sample_packing": True, "pad_to_sequence_len": True}
     if attn is None:
         keys["attn_implementation"] = "sdpa"
         notes.append("packing: attn_implementation sdpa (Axolotl keeps packed rows apart only "
                      "under a named attention: flash, SDPA or eager)")
-    notes.append("packing: Axolotl's multipack sampler (not run by jessy's tests: no GPU there)")
     return keys
 
 

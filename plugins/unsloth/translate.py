@@ -56,17 +56,11 @@ def packing_keys(t: dict, on_gpu: bool, refusals: list[Refusal], notes: list[str
     any other attention); Unsloth's own packed attention (unsloth/utils/packing.py) is not
     verified on its CPU path. TRL's packer forms its own number of sequences, which jessy's
     schedule (LLaMA-Factory's count) cannot know before the run: the updates must be given."""
-    if not on_gpu:
-        refusals.append(Refusal("/training/packing", "TRL's packing keeps packed rows apart "
-                                "only in flash-attention kernels on a CUDA GPU (its SFTTrainer "
-                                "warns of cross-contamination otherwise); no GPU here"))
-    if t["max_steps"] is None:
-        refusals.append(Refusal("/training/packing", "TRL packs rows its own way (best-fit "
-                                "decreasing), into a number of sequences jessy cannot count "
-                                "before the run, so epochs cannot become updates; set "
-                                "training.max_steps"))
-    notes.append("packing: TRL's best-fit-decreasing packer with padding-free batches and "
-                 "Unsloth's packed attention (not run by jessy's tests: no GPU there)")
+    hf_trainer.uncounted_packing(
+        t, on_gpu, "TRL's best-fit-decreasing packer (padding-free batches, Unsloth's packed "
+        "attention)", "TRL's packing keeps packed rows apart only in flash-attention kernels "
+        "on a CUDA GPU (its SFTTrainer warns of cross-contamination otherwise); no GPU here",
+        refusals, notes)
     return {"packing": True, "packing_strategy": "bfd", "padding_free": True}
 
 
