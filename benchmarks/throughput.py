@@ -7,13 +7,13 @@ Run: .venv/bin/python benchmarks/throughput.py [--steps 6] [--backends mlx,unslo
 The same spec on every backend: the real SmolLM2-135M-Instruct, LoRA r16 on all linear
 layers, batch 4, the bundled persona data, no evaluation. For each run:
 
-- tokens/s is jessy's own definition, the same for every backend: non-padding input tokens
-  of the prepared rows as that backend renders them (chat template applied, truncated to
-  max_seq_length; counted with the model's tokenizer; LLaMA-Factory's `chatml` template adds
-  no default system prompt, SmolLM2's own template does) x batch size x steps, over the time
-  between the first and the last
-  training event (start-up, model load and the first, warm-up step excluded). Backends'
-  own counters differ (MLX counts loss tokens, the HF trainers input tokens).
+- tokens/s is the metric stream's, the one definition for every backend: `input_tokens`
+  (non-padding tokens fed) and `trained_tokens` (the response and its end-of-turn token), as
+  each backend's own process counted them from the batches it fed the model (jessy's
+  observer or MLX's loss mask), summed over the training events after the first, over the
+  time between the first and the last training event (start-up, model load and the first,
+  warm-up step excluded). `tokens_per_row` (the chat template's rendering, counted here with
+  the tokenizer) is kept as a cross-check.
 - MFU = achieved FLOP/s / the machine's measured fp32 matmul peak at the same thread count
   (best of torch.mm and numpy's BLAS, 2048^3). LoRA FLOPs = 4 * N * tokens: forward 2N, the
   backward pass's activation gradients 2N, no weight gradients for the frozen base (LoRA's own
@@ -21,8 +21,9 @@ layers, batch 4, the bundled persona data, no evaluation. For each run:
   included. Attention-score FLOPs (~2 * layers * seq * hidden per token) are left out. Full
   fine-tuning adds the weight gradients: 6 * N * tokens (MLX's full leaves the embeddings and
   the tied head frozen, so 6N overstates its work by the head's 2 * 28M per token).
-- peak RSS is the largest process of the run (RUSAGE_CHILDREN of a wrapper around `jessy
-  run`), against the estimated weights + trainable state (fp32 weights or 4-bit linears,
+- peak RSS is the metric stream's `peak_rss_gb` (jessy's own reading of the backend's
+  process tree from /proc, the same for every backend; the largest process's RUSAGE_CHILDREN
+  of a wrapper around `jessy run` is kept as `peak_rss_gb_wrapper`), against the estimated weights + trainable state (fp32 weights or 4-bit linears,
   plus 16 bytes per trainable parameter: weight, gradient, two Adam moments; for full
   fine-tuning the trained weights are counted once, in those 16 bytes).
 
@@ -242,7 +243,9 @@ training:
                     "input_tokens_per_second": round(fed / span, 1) if span > 0 else None,
                     "trained_tokens_per_second": round(trained / span, 1) if span > 0
                     else None,
-                    "peak_rss_gb": round(rss, 2), "wall_s": round(took, 1)}
+                    "peak_rss_gb": max((e.get("peak_rss_gb") or 0 for e in events),
+                                       default=None),
+                    "peak_rss_gb_wrapper": round(rss, 2), "wall_s": round(took, 1)}
             on, off = measured[True], measured[False]
             if on["trained_tokens_per_second"] and off["trained_tokens_per_second"]:
                 on["speedup_trained_tokens"] = round(on["trained_tokens_per_second"]
@@ -342,11 +345,11 @@ training:
                     "input_tokens_per_second": round(tps, 1) if tps else None,
                     "trained_tokens_per_second": round(trained_fed / span, 1)
                     if span > 0 and trained_fed else None,
-                    "peak_rss_gb_jessy": max((e.get("peak_rss_gb") or 0 for e in events),
-                                             default=None),
+                    "peak_rss_gb": max((e.get("peak_rss_gb") or 0 for e in events),
+                                       default=None),
                     "gflops": round(flops / 1e9, 2) if flops else None,
                     "mfu": round(flops / (peaks[t] * 1e9), 4) if flops else None,
-                    "peak_rss_gb": round(rss, 2),
+                    "peak_rss_gb_wrapper": round(rss, 2),
                     "weights_plus_state_gb": round((base + 16 * n_train) / 1024 ** 3, 3),
                     "tokens_per_row": round(per_row, 1),
                     "trainable_params": n_train, "wall_s": round(took, 1)})
@@ -354,15 +357,16 @@ training:
     print(f"\nmodel: N = {facts['params'] / 1e6:.1f}M params; FLOPs = 4*N*tokens (LoRA, QLoRA), "
           f"6*N*tokens (full); "
           f"peaks {peaks} GFLOP/s\n")
-    print(f"{'backend':<13}{'method':<7}{'thr':>4}{'s/step':>8}{'tok/s':>8}{'GFLOP/s':>9}"
-          f"{'MFU':>7}{'RSS GB':>8}{'w+state GB':>11}{'RSS/w+s':>9}")
+    print(f"{'backend':<13}{'method':<7}{'thr':>4}{'s/step':>8}{'in tok/s':>9}{'tr tok/s':>9}"
+          f"{'GFLOP/s':>9}{'MFU':>7}{'RSS GB':>8}{'w+state GB':>11}{'RSS/w+s':>9}")
     for r in rows:
         if "failed" in r:
             print(f"{r['backend']:<13}{r['method']:<7}{r['threads']:>4}  failed")
             continue
         ratio = r["peak_rss_gb"] / r["weights_plus_state_gb"]
         print(f"{r['backend']:<13}{r['method']:<7}{r['threads']:>4}{r['seconds_per_step']:>8}"
-              f"{r['input_tokens_per_second']:>8}{r['gflops']:>9}{r['mfu']:>7.1%}"
+              f"{r['input_tokens_per_second']:>9}{r['trained_tokens_per_second']:>9}"
+              f"{r['gflops']:>9}{r['mfu']:>7.1%}"
               f"{r['peak_rss_gb']:>8}{r['weights_plus_state_gb']:>11}{ratio:>9.1f}")
     out = ROOT / "benchmarks" / "results" / "throughput.json"
     out.parent.mkdir(exist_ok=True)
