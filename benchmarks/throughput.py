@@ -23,9 +23,10 @@ layers, batch 4, the bundled persona data, no evaluation. For each run:
   the tied head frozen, so 6N overstates its work by the head's 2 * 28M per token).
 - peak RSS is the metric stream's `peak_rss_gb` (jessy's own reading of the backend's
   process tree from /proc, the same for every backend; the largest process's RUSAGE_CHILDREN
-  of a wrapper around `jessy run` is kept as `peak_rss_gb_wrapper`), against the estimated weights + trainable state (fp32 weights or 4-bit linears,
-  plus 16 bytes per trainable parameter: weight, gradient, two Adam moments; for full
-  fine-tuning the trained weights are counted once, in those 16 bytes).
+  of a wrapper around `jessy run` is kept as `peak_rss_gb_wrapper`), against the estimated
+  weights + trainable state (fp32 weights or 4-bit linears, plus 16 bytes per trainable
+  parameter: weight, gradient, two Adam moments; for full fine-tuning the trained weights are
+  counted once, in those 16 bytes).
 
 Prints tables, writes benchmarks/results/throughput.json.
 
