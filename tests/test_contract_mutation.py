@@ -19,8 +19,10 @@ import pytest
 
 from jessy_adapters import contract
 from jessy_adapters.backend import Availability, Backend, Refusal, Translation, TranslationRefused
-from jessy_adapters.contract import (
-    EXAMPLES,
+from jessy_adapters.contract import EXAMPLES
+from jessy_adapters.plugins import Registry, load_registry
+from jessy_adapters.spec import backend_fields, leaf_paths
+from jessy_adapters.testing.mutations import (
     IGNORED,
     LIVE_WHEN,
     UNDERIVED,
@@ -28,8 +30,6 @@ from jessy_adapters.contract import (
     other_values,
     schema_at,
 )
-from jessy_adapters.plugins import Registry, load_registry
-from jessy_adapters.spec import backend_fields, leaf_paths
 
 QUICKSTART = next(p for p in EXAMPLES if p.name == "quickstart.yaml")
 _counter = itertools.count()
