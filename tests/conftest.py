@@ -78,3 +78,38 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.backend("derived"))
         if "smollm2" in names:
             item.add_marker(pytest.mark.slow)
+
+
+def run_and_kill_backend(runner, run, ready, timeout: float = 300):
+    """Start `run()` (a Runner.run call) in a thread; SIGKILL the backend process the first
+    time `ready()` says so; return (the finished run, whether it was killed)."""
+    import signal
+    import threading
+    import time
+
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(run=run()))
+    thread.start()
+    deadline, killed = time.monotonic() + timeout, False
+    while thread.is_alive() and time.monotonic() < deadline and not killed:
+        if runner._child is not None and ready():
+            os.killpg(runner._child.pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.2)
+    thread.join(timeout=600)
+    return box["run"], killed
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (root only): a disk that fills up for real."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -4,13 +4,9 @@ last checkpoint, converted to PEFT (and, for MLX, from PEFT to MLX's own layout)
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
 
 import pytest
-from conftest import require_env
+from conftest import require_env, run_and_kill_backend
 
 from jessy_adapters.contract import tiny_spec
 from jessy_adapters.plugins import load_registry
@@ -41,32 +37,24 @@ def test_mlx_continues_from_unsloths_last_checkpoint(tmp_path, tiny_model, toy_d
 
     spec = spec_for(tmp_path, tiny_model, toy_data, "continued", 30, True)
     runner = Runner(load_registry(), console=lambda m: None)
-    box = {}
-    thread = threading.Thread(target=lambda: box.update(
-        run=runner.run(spec, ["unsloth", "mlx"], tmp_path / "runs")))
-    thread.start()
-    deadline, killed = time.monotonic() + 300, False
-    while thread.is_alive() and time.monotonic() < deadline and not killed:
-        for out in (tmp_path / "runs").glob("*/attempts/01-unsloth/output/checkpoint-4"):
-            if (out / "trainer_state.json").exists() and runner._child is not None:
-                os.killpg(runner._child.pid, signal.SIGKILL)
-                killed = True
-        time.sleep(0.2)
-    thread.join(timeout=600)
+    run, killed = run_and_kill_backend(
+        runner, lambda: runner.run(spec, ["unsloth", "mlx"], tmp_path / "runs"),
+        lambda: any((out / "trainer_state.json").exists() for out in (tmp_path / "runs").glob(
+            "*/attempts/01-unsloth/output/checkpoint-4")))
     assert killed
-    m = box["run"].manifest
+    m = run.manifest
     assert m["attempts"][0]["failure"]["kind"] == "crashed"
     # the newest complete checkpoint at the kill: with 0.06 s steps one or two more may land
     # after checkpoint-4 was seen and before SIGKILL, and the one being written when the kill
     # came (no trainer_state.json yet) must not be the one continued from
-    output = box["run"].path / "attempts" / "01-unsloth" / "output"
+    output = run.path / "attempts" / "01-unsloth" / "output"
     newest = max((p for p in output.glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
                  key=lambda p: int(p.name.split("-")[1]))
     assert m["attempts"][0]["continue_adapter"].endswith(newest.name)
     assert int(newest.name.split("-")[1]) >= 4
     assert m["winner"] == "mlx" and m["status"] == "succeeded"
     assert any("continuing from another backend" in n for n in m["attempts"][1]["notes"])
-    continued_eval = first_mlx_eval(box["run"].path)
+    continued_eval = first_mlx_eval(run.path)
     # MLX's evaluation before its own first step already reflects Unsloth's 4 steps
     assert continued_eval < fresh_eval - 0.5, (continued_eval, fresh_eval)
 
@@ -126,28 +114,20 @@ def test_the_next_backend_continues_from_the_killed_ones_checkpoint(first, then,
     fresh_eval = first_eval(fresh.path, then)
 
     spec = spec_for(tmp_path, tiny_model, toy_data, "continued", 60, True)
+    def reached_step_7() -> bool:  # save_steps 2: checkpoint 4 (or 6) is complete by then
+        return any(e["backend"] == first and e.get("type") == "train" and e["step"] >= 7
+                   for metrics in (tmp_path / "runs").glob("*/metrics.jsonl")
+                   for e in map(json.loads, metrics.read_text().splitlines()))
+
     runner = Runner(load_registry(), console=lambda m: None)
-    box = {}
-    thread = threading.Thread(target=lambda: box.update(
-        run=runner.run(spec, [first, then], tmp_path / "runs")))
-    thread.start()
-    deadline, killed = time.monotonic() + 300, False
-    while thread.is_alive() and time.monotonic() < deadline and not killed:
-        for metrics in (tmp_path / "runs").glob("*/metrics.jsonl"):
-            steps = [e.get("step", 0) for e in map(json.loads, metrics.read_text().splitlines())
-                     if e["backend"] == first and e.get("type") == "train"]
-            # save_steps 2: by step 7 at least checkpoint 4 (or 6) is complete on disk
-            if steps and max(steps) >= 7 and runner._child is not None:
-                os.killpg(runner._child.pid, signal.SIGKILL)
-                killed = True
-        time.sleep(0.2)
-    thread.join(timeout=600)
+    run, killed = run_and_kill_backend(
+        runner, lambda: runner.run(spec, [first, then], tmp_path / "runs"), reached_step_7)
     assert killed
-    m = box["run"].manifest
+    m = run.manifest
     assert m["attempts"][0]["failure"]["kind"] == "crashed", m["attempts"][0]
     assert m["attempts"][0].get("continue_adapter"), m["attempts"][0]
     assert m["winner"] == then and m["status"] == "succeeded", m["failure"]
     assert any("continuing from another backend" in n for n in m["attempts"][1]["notes"])
-    continued_eval = first_eval(box["run"].path, then)
+    continued_eval = first_eval(run.path, then)
     # the next backend's evaluation before its own first update reflects the first's steps
     assert continued_eval < fresh_eval - 0.5, (continued_eval, fresh_eval)

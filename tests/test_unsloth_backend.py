@@ -6,12 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import require_env, write_spec
+from conftest import require_env, run_and_kill_backend, write_spec
 
 from jessy_adapters.backend import RunInputs, TranslationRefused
 from jessy_adapters.contract import tiny_spec
@@ -210,28 +209,18 @@ def test_cli_headline_falls_back_when_unsloth_env_is_missing(tmp_path, tiny_mode
 def test_killed_mid_run_falls_back_and_keeps_the_log(tmp_path, tiny_model, toy_data,
                                                      unsloth_env, mlx_env):
     """SIGKILL the Unsloth process after its first step: crashed, logs kept, MLX finishes."""
-    import signal
 
     spec = spec_for(tmp_path, tiny_model, toy_data, steps=30)
     runner = Runner(load_registry(), console=lambda m: None)
-    box = {}
-    thread = threading.Thread(target=lambda: box.update(
-        run=runner.run(spec, ["unsloth", "mlx"], tmp_path / "runs")))
-    thread.start()
-    deadline = time.monotonic() + 300
-    killed = False
-    while time.monotonic() < deadline and thread.is_alive() and not killed:
-        for metrics in (tmp_path / "runs").glob("*/metrics.jsonl"):
-            if '"backend": "unsloth"' in metrics.read_text() and runner._child is not None:
-                os.killpg(runner._child.pid, signal.SIGKILL)
-                killed = True
-        time.sleep(0.2)
-    thread.join(timeout=600)
+    run, killed = run_and_kill_backend(
+        runner, lambda: runner.run(spec, ["unsloth", "mlx"], tmp_path / "runs"),
+        lambda: any('"backend": "unsloth"' in metrics.read_text()
+                    for metrics in (tmp_path / "runs").glob("*/metrics.jsonl")))
     assert killed
-    m = box["run"].manifest
+    m = run.manifest
     first = m["attempts"][0]
     assert first["failure"]["kind"] == "crashed" and "SIGKILL" in first["failure"]["reason"]
-    assert (box["run"].path / "attempts" / "01-unsloth" / "stdout.log").read_text()
+    assert (run.path / "attempts" / "01-unsloth" / "stdout.log").read_text()
     assert m["winner"] == "mlx" and m["status"] == "succeeded"
 
 
