@@ -329,7 +329,7 @@ def load_spec(path: str | Path, overrides: dict | None = None) -> Spec:
         raw = {}
     data = copy.deepcopy(raw)
     if overrides and isinstance(data, dict):
-        _deep_merge(data, overrides)
+        deep_merge(data, overrides)
     issues = validate(data, lines)
     if isinstance(data, dict):
         issues.extend(_file_name_issues(data, path))
@@ -362,10 +362,11 @@ def spec_from_dict(data: dict, base_dir: Path | None = None) -> Spec:
     return Spec(data=data, source=source, raw=data)
 
 
-def _deep_merge(into: dict, extra: dict) -> None:
+def deep_merge(into: dict, extra: dict) -> None:
+    """`extra` written over `into`, section by section (a spec's overrides)."""
     for k, v in extra.items():
         if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _deep_merge(into[k], v)
+            deep_merge(into[k], v)
         else:
             into[k] = v
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..backend import RunInputs, TranslationRefused
 from ..data import prepare
 from ..envs import BackendEnv
-from ..spec import backend_fields, load_schema, load_spec
+from ..spec import backend_fields, deep_merge, load_schema, load_spec
 
 # --- a carried field changes the native files, or is refused ------------------------------
 # `carried` is the backend's own word. The check below holds it to that word: each carried
@@ -120,16 +120,8 @@ def _nested(path: str, value) -> dict:
 def _overrides(changes: dict) -> dict:
     out: dict = {}
     for path, value in changes.items():
-        _deep_update(out, _nested(path, value))
+        deep_merge(out, _nested(path, value))
     return out
-
-
-def _deep_update(into: dict, extra: dict) -> None:
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _deep_update(into[k], v)
-        else:
-            into[k] = v
 
 
 def _native(translation) -> dict:
@@ -158,7 +150,7 @@ def _spec_with(example: Path, changes: dict):
 
     extra = _overrides(changes)
     spec = load_spec(example, overrides=extra)
-    _deep_update(spec.raw, copy.deepcopy(extra))
+    deep_merge(spec.raw, copy.deepcopy(extra))
     return spec
 
 
