@@ -119,6 +119,22 @@ def test_sigkill_then_resume_leaves_no_attempt_running(spec_file, tmp_path):
     assert all(a["status"] != "running" for a in m["attempts"])
 
 
+@pytest.mark.parametrize("content", [None, "", "{", "[]", '{"attempts": 3}'])
+def test_jessy_run_resume_of_a_folder_that_is_no_run_is_bad_input(content, tmp_path):
+    """Exit 2 with the folder named, no traceback, nothing written: what was given is wrong
+    (a finished or busy run is exit 1: the run's state, not the input)."""
+    if content is not None:
+        (tmp_path / "run.json").write_text(content)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done = subprocess.run([sys.executable, "-m", "jessy_adapters.cli", "run", "--resume",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and str(tmp_path) in done.stderr
+    assert ("not a jessy run folder" if content is None else "cannot be resumed") in \
+        done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 @pytest.mark.parametrize("content", ["", "{", "[]", '{"attempts": 3}', '{"status": "x"}'])
 def test_resume_of_a_broken_folder_is_a_clear_error(content, tmp_path):
     from jessy_adapters.run.runner import ResumeError, open_run

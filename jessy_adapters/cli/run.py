@@ -13,6 +13,7 @@ from .common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    BadInput,
     _finite,
     _load_spec_or_exit,
     _output_folder,
@@ -52,7 +53,7 @@ def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_
     """
     from ..plans import PlanError, chain_for
     from ..run.console import Console
-    from ..run.runner import ResumeError, Runner
+    from ..run.runner import NotAResumableRun, ResumeError, Runner
 
     # stderr: a live progress bar on a terminal, the plain lines elsewhere (CI, pipes)
     runner = Runner(_registry(), console=Console(), timeout=timeout,
@@ -63,7 +64,9 @@ def run(spec, backend, plan, fallback, no_fallback, resume_dir, output, require_
                                    "--backend, --plan or --fallback")
         try:
             result = runner.resume(Path(resume_dir), require_accelerator=require_gpu)
-        except ResumeError as exc:
+        except NotAResumableRun as exc:  # what was given is no readable run: bad input
+            raise BadInput(str(exc)) from None
+        except ResumeError as exc:  # a run in a state that cannot go on (finished, busy)
             raise click.ClickException(str(exc)) from None
         _report(result, as_json)
         return

@@ -37,8 +37,8 @@ from .supervise import (
 )
 
 __all__ = ["DIVERGENCE_FACTOR", "GRACE_SECONDS", "NAN_PATIENCE", "PRUNED", "RUNTIME_PATH",
-           "ResumeError", "Runner", "open_run", "prepared_from_manifest", "progress_line",
-           "shell_line", "summarise"]
+           "NotAResumableRun", "ResumeError", "Runner", "open_run", "prepared_from_manifest",
+           "progress_line", "shell_line", "summarise"]
 
 
 @dataclass
@@ -213,13 +213,17 @@ class Runner:
 
 
 class ResumeError(Exception):
-    pass
+    """The run cannot be continued as it stands (finished, busy, nothing to resume)."""
+
+
+class NotAResumableRun(ResumeError):
+    """What was given is no run folder jessy can read (bad input: the CLI's exit 2)."""
 
 
 def open_run(path: Path) -> RunDir:
     """A run folder to resume, or a ResumeError saying why it is not one."""
     if not (path / "run.json").is_file():
-        raise ResumeError(f"{path} is not a jessy run folder (no run.json)")
+        raise NotAResumableRun(f"{path} is not a jessy run folder (no run.json)")
     try:
         run = RunDir.open(path)
         m = run.manifest
@@ -233,7 +237,7 @@ def open_run(path: Path) -> RunDir:
             if not (path / "spec.yaml").is_file():
                 raise TypeError("spec.yaml is missing")
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
-        raise ResumeError(f"{path}/run.json cannot be resumed: {type(exc).__name__}: "
+        raise NotAResumableRun(f"{path}/run.json cannot be resumed: {type(exc).__name__}: "
                           f"{exc}") from None
     return run
 
