@@ -113,3 +113,10 @@ def small_disk(tmp_path):
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def assert_finished(m: dict, status: str) -> None:
+    """run.json ended as `status`, with a reason unless it succeeded, no attempt running."""
+    assert m["status"] == status and m["finished"], m
+    assert m["failure"] is None if status == "succeeded" else m["failure"]["reason"], m
+    assert all(a["status"] != "running" for a in m["attempts"]), m["attempts"]

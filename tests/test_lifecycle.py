@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_spec
+from conftest import assert_finished, write_spec
 
 from jessy_adapters.run.lifecycle import PHASES, RunBusy, owning
 from jessy_adapters.run.rundir import RunDir
@@ -50,12 +50,6 @@ def wait_for(pattern: str, root: Path, timeout: float = 30) -> Path:
 
 def manifest_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
-
-
-def assert_finished(m: dict, status: str) -> None:
-    assert m["status"] == status and m["finished"], m
-    assert m["failure"] is None if status == "succeeded" else m["failure"]["reason"]
-    assert all(a["status"] != "running" for a in m["attempts"]), m["attempts"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import require_env, write_spec
+from conftest import assert_finished, require_env, write_spec
 
 from jessy_adapters.run.lifecycle import PHASES
 
@@ -88,12 +88,6 @@ def wait_for_step(run_dir: Path, step: int, proc, timeout: float = 180) -> None:
 
 def manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
-
-
-def assert_finished(m: dict, status: str) -> None:
-    assert m["status"] == status and m["finished"], m
-    assert m["failure"] is None if status == "succeeded" else m["failure"]["reason"], m
-    assert all(a["status"] != "running" for a in m["attempts"]), m["attempts"]
 
 
 def backend_processes(run_dir: Path) -> list[str]:

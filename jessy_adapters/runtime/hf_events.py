@@ -151,9 +151,12 @@ class BatchObserver:
                     # the Trainer counted the labels before they were fixed (its evaluation
                     # counts per batch, just before this call): a stale count divides the
                     # fixed batch's loss sum by tokens it no longer trains (LLaMA-Factory's
-                    # ChatML newline: every eval batch read ~7% low)
-                    kwargs["num_items_in_batch"] = trainer._get_num_items_in_batch(
-                        [inputs], trainer.args.device)
+                    # ChatML newline: every eval batch read ~7% low); the Trainer's own rule
+                    # where it has one (a private method), else the same count here
+                    count = getattr(trainer, "_get_num_items_in_batch", None)
+                    kwargs["num_items_in_batch"] = (
+                        count([inputs], trainer.args.device) if count is not None
+                        else (inputs["labels"] != IGNORE).sum())
             out = compute_loss(model, inputs, *args, **kwargs)
             loss = out[0] if isinstance(out, tuple) else out
             if model.training:
