@@ -29,13 +29,18 @@ def _matches(answer: str, expected: list[str]) -> bool:
 
 class Evaluator:
     def __init__(self, model_path: str, tuned: Path, system_prompt: str | None,
-                 max_new_tokens: int = 48, batch_size: int = 16):
+                 max_new_tokens: int = 48, batch_size: int = 16, chat_template: str = "auto"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .templates import training_template
 
         torch.manual_seed(0)
         self.torch = torch
         self.tok = AutoTokenizer.from_pretrained(model_path)
+        trained = training_template(model_path, chat_template)
+        if trained:  # the prompts as the run's rows were rendered (alpaca, Gemma's, Qwen3's)
+            self.tok.chat_template = trained
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
@@ -129,8 +134,9 @@ def evaluate_run(run_dir: Path, held_out: Path | None = None, general: Path | No
     references = [r["messages"][-1]["content"] for r in valid]
 
     start = time.monotonic()
-    ev_ = Evaluator(manifest["model_path"], tuned,
-                    spec.get("data", {}).get("system_prompt"), max_new_tokens)
+    ev_ = Evaluator(manifest["model_path"], tuned, spec.get("data", {}).get("system_prompt"),
+                    max_new_tokens, chat_template=spec.get("model", {}).get("chat_template",
+                                                                          "auto"))
     results: dict = {"run": str(run_dir), "backend": manifest.get("winner"),
                      "model": manifest["model_path"], "held_out_file": str(held_out),
                      "general_file": str(general), "models": {}}

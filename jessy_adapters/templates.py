@@ -1,9 +1,14 @@
 """Chat families jessy knows: how to detect each, the template it sets, its single-turn format.
 
 A family is the chat format a model speaks (`model.chat_template`); `auto` reads it from the
-tokenizer's own template. Every backend renders the same text for a family: tokenizer-driven
-backends (MLX, Unsloth, Axolotl's chat_template rows) through `training_template`, the others
-through their native template name or jessy's format strings (TURN_FORMATS).
+tokenizer's own template. `alpaca` is the one rendering that is no chat format: the classic
+Alpaca prompt text (Stanford Alpaca's, as Axolotl's `type: alpaca` writes it), for any model,
+ending each response with the tokenizer's own EOS.
+
+Every backend renders the same text for a family: tokenizer-driven backends (MLX, Unsloth,
+Axolotl's chat_template rows) through `training_template`, the others through their native
+template name (LLaMA-Factory; alpaca's is registered by jessy's entry) or jessy's format
+strings (`turn_format`).
 """
 
 from __future__ import annotations
@@ -61,6 +66,29 @@ MISTRAL = (
 NON_THINKING = "{%- set enable_thinking = false %}"
 
 
+ALPACA = "alpaca"
+ALPACA_SYSTEM = ("Below is an instruction that describes a task. Write a response that "
+                 "appropriately completes the request.")
+ALPACA_INPUT_SYSTEM = ("Below is an instruction that describes a task, paired with an input "
+                       "that provides further context. Write a response that appropriately "
+                       "completes the request.")
+"""Alpaca's two preambles (the system text): for rows without an input, and with one."""
+ALPACA_INPUT = "\n\n### Input:\n"
+"""What joins an alpaca row's input to its instruction in the Alpaca prompt (rendered through a
+chat template instead, the two are joined by one newline, as LLaMA-Factory and Axolotl do)."""
+
+
+def _alpaca_template(bos: bool) -> str:
+    return (("{{ bos_token }}" if bos else "")
+            + "{% if messages[0]['role'] == 'system' %}"
+            "{% set system = messages[0]['content'] %}{% set rest = messages[1:] %}"
+            "{% else %}{% set system = '" + ALPACA_SYSTEM + "' %}{% set rest = messages %}"
+            "{% endif %}{{ system + '\\n\\n' }}"
+            "{% for message in rest %}{% if message['role'] == 'user' %}"
+            "{{ '### Instruction:\\n' + message['content'] + '\\n\\n### Response:\\n' }}"
+            "{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}")
+
+
 def upstream_template(family: str) -> str:
     return (UPSTREAM / f"{family}.jinja").read_text()
 
@@ -75,8 +103,9 @@ def _named(family: str) -> str:
     return (NON_THINKING if family == "qwen3" else "") + upstream_template(family)
 
 
-TEMPLATES = {family: _named(family) for family in FAMILIES}
-"""The template jessy sets when the spec names a family."""
+TEMPLATES = {**{family: _named(family) for family in FAMILIES}, ALPACA: _alpaca_template(False)}
+"""The template jessy sets when the spec names a family (alpaca's opens with the BOS token
+where the tokenizer puts one before plain text: `training_template`)."""
 
 OVERRIDES = {
     "gemma": ("jessy's gemma template", "Gemma-2's template refuses a system turn: jessy's "
@@ -99,22 +128,64 @@ DETECTION = (
     ("phi3", ("<|user|>", "<|end|>"), ()),
     ("mistral", ("[INST]", "[/INST]"), ("<<SYS>>", " [/INST]")),
 )
-"""(family, markers the template must contain, markers it must not), first match wins.
+"""(family, markers the template must contain, markers it must not), first match wins. Alpaca
+is never detected: a tokenizer's own Alpaca-like template is its own text, rendered as is.
 Mistral's excludes Llama-2 (<<SYS>>) and Mistral v0.1/v0.2 (a space before [/INST])."""
 
 COMPATIBLE = ({"chatml", "qwen2"}, {"chatml", "qwen3"}, {"gemma", "gemma3"})
 """Named families that may replace a tokenizer's own: the same special tokens."""
 
 
+def _tokenizer_config(model_path: str) -> dict:
+    try:
+        cfg = json.loads((Path(model_path) / "tokenizer_config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _token_text(token) -> str | None:
+    token = token.get("content") if isinstance(token, dict) else token
+    return token if isinstance(token, str) and token else None
+
+
+def eos_token(model_path: str) -> str | None:
+    """The tokenizer's EOS token as text (what `eos_token` is in its chat template)."""
+    return _token_text(_tokenizer_config(model_path).get("eos_token"))
+
+
+def _post_processor_bos(processor) -> str | None:
+    if not isinstance(processor, dict):
+        return None
+    if processor.get("type") == "Sequence":
+        return next(filter(None, map(_post_processor_bos, processor.get("processors", []))),
+                    None)
+    single = processor.get("single") if processor.get("type") == "TemplateProcessing" else None
+    first = single[0] if isinstance(single, list) and single else {}
+    return _token_text(first.get("SpecialToken", {}).get("id")) if isinstance(first, dict) \
+        else None
+
+
+def plain_text_bos(model_path: str) -> str | None:
+    """The BOS token the tokenizer puts before plain text (Llama, Gemma, Mistral; not
+    SmolLM2, Qwen or Phi-3), read from its files: `add_bos_token` where it says, else
+    tokenizer.json's post-processor. Axolotl's alpaca prompt starts with it, so jessy's
+    alpaca template writes it too."""
+    cfg = _tokenizer_config(model_path)
+    if isinstance(cfg.get("add_bos_token"), bool):
+        return _token_text(cfg.get("bos_token")) if cfg["add_bos_token"] else None
+    try:
+        tokenizer = json.loads((Path(model_path) / "tokenizer.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return _post_processor_bos(tokenizer.get("post_processor")) if isinstance(
+        tokenizer, dict) else None
+
+
 def _template_text(model_path: str) -> str:
     text = ""
-    cfg = Path(model_path) / "tokenizer_config.json"
-    if cfg.is_file():
-        try:
-            template = json.loads(cfg.read_text()).get("chat_template")
-        except (json.JSONDecodeError, AttributeError):
-            template = None
-        text += template if isinstance(template, str) else ""
+    template = _tokenizer_config(model_path).get("chat_template")
+    text += template if isinstance(template, str) else ""
     jinja = Path(model_path) / "chat_template.jinja"
     if jinja.is_file():
         text += jinja.read_text(errors="replace")
@@ -137,6 +208,10 @@ def chat_family(model_path: str, choice: str = "auto") -> str | None:
 
 def family_refusal(model_path: str, choice: str) -> Refusal | None:
     """A named family the tokenizer's own template contradicts (other special tokens)."""
+    if choice == ALPACA:
+        return None if eos_token(model_path) else Refusal(
+            "/model/chat_template", "alpaca ends each response with the tokenizer's EOS token, "
+                                    "and this tokenizer names none (tokenizer_config.json)")
     own = family_of(_template_text(model_path))
     if choice == "auto" or own is None or own == choice or {own, choice} in COMPATIBLE:
         return None
@@ -148,6 +223,8 @@ def family_refusal(model_path: str, choice: str) -> Refusal | None:
 def training_template(model_path: str, choice: str) -> str | None:
     """The template jessy sets on the tokenizer for backends that render rows with it (MLX,
     Unsloth, Axolotl's chat_template rows); None keeps the tokenizer's own."""
+    if choice == ALPACA:
+        return _alpaca_template(plain_text_bos(model_path) is not None)
     if choice in TEMPLATES:
         return TEMPLATES[choice]
     own = _template_text(model_path)
@@ -159,6 +236,8 @@ def training_template(model_path: str, choice: str) -> str | None:
 
 def template_summary(model_path: str, choice: str) -> str:
     """Which template tokenizer-driven backends render rows with, in words (records, docs)."""
+    if choice == ALPACA:
+        return "jessy's alpaca template (the classic Alpaca prompt, the tokenizer's EOS)"
     if choice in TEMPLATES:
         return f"jessy's {choice} template"
     family = family_of(_template_text(model_path))
@@ -176,7 +255,9 @@ def default_system_prompt(model_path: str, choice: str = "auto") -> str | None:
     helpful AI assistant named SmolLM, trained by Hugging Face"; Qwen2.5: "You are Qwen..."),
     so backends that render ChatML themselves (LLaMA-Factory's templates, Axolotl's format
     strings) train on the same text as the tokenizer-driven ones (MLX, Unsloth) and as
-    `jessy eval`."""
+    `jessy eval`. Alpaca's is its preamble for rows without an input."""
+    if chat_family(model_path, choice) == ALPACA:
+        return ALPACA_SYSTEM
     match = re.search(r"<\|im_start\|>system(?:\n|\\n)([^'\"{}<+]+?)<\|im_end\|>",
                       _rendered_template(model_path, choice))
     return match.group(1) if match else None
@@ -218,6 +299,22 @@ TURN_FORMATS = {
 }
 
 
+_ALPACA_TURN = {"system": "{system}\n\n",
+                "prompt": "### Instruction:\n{instruction}\n\n### Response:\n"}
+
+
+def turn_format(family: str, model_path: str) -> dict:
+    """The family's single-turn format (TURN_FORMATS); alpaca's ends with the model's EOS."""
+    if family == ALPACA:
+        return {**_ALPACA_TURN, "end": eos_token(model_path) or ""}
+    return TURN_FORMATS[family]
+
+
+def single_turn_formats() -> tuple[str, ...]:
+    """Every rendering with a single-turn format: the chat families and alpaca."""
+    return (*TURN_FORMATS, ALPACA)
+
+
 def trained_turn_end(spec, inputs) -> str | None:
     """The token that closes a trained response (ChatML's <|im_end|>, Gemma's <end_of_turn>,
     Llama-3's <|eot_id|>), when the spec trains responses only: every backend trains the
@@ -225,4 +322,5 @@ def trained_turn_end(spec, inputs) -> str | None:
     if inputs.data.format == "text" or not spec["data"]["train_on_responses_only"]:
         return None
     family = chat_family(inputs.model_path, spec["model"]["chat_template"])
-    return TURN_FORMATS[family]["end"] if family in TURN_FORMATS else None
+    return turn_format(family, inputs.model_path)["end"] or None \
+        if family in single_turn_formats() else None

@@ -123,7 +123,9 @@ def test_the_shipped_corpus_is_the_example_data(tmp_path):
 
 def test_chat_family_detects_each_family(tiny):
     assert {f: chat_family(str(tiny[f])) for f in FAMILIES} == {f: f for f in FAMILIES}
-    assert {f: family_of(TEMPLATES[f]) for f in TEMPLATES} == {f: f for f in TEMPLATES}
+    chat = [f for f in TEMPLATES if f != "alpaca"]
+    assert {f: family_of(TEMPLATES[f]) for f in chat} == {f: f for f in chat}
+    assert family_of(TEMPLATES["alpaca"]) is None  # never detected: named only
     smollm = "{{ '<|im_start|>system\\nYou are SmolLM<|im_end|>\\n' }}<|im_start|>"
     assert family_of(smollm) == "chatml"
     llama2 = "[INST] <<SYS>>\\n{{ system }}\\n<</SYS>>\\n\\n{{ user }} [/INST]"

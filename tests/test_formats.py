@@ -48,7 +48,9 @@ def prepared_rows(tmp_path, fmt, rows):
 
 def test_alpaca_rows_become_user_and_assistant_turns(tmp_path):
     got = prepared_rows(tmp_path, "alpaca", ALPACA)
-    assert [{"role": "user", "content": "Translate to French.\n\ncat"},
+    # the input on the line after the instruction, as LLaMA-Factory and Axolotl render alpaca
+    # rows through a chat template (the Alpaca prompt: tests/test_alpaca_prompt.py)
+    assert [{"role": "user", "content": "Translate to French.\ncat"},
             {"role": "assistant", "content": "chat"}] in got
     assert [{"role": "user", "content": "Name a colour."},
             {"role": "assistant", "content": "Teal."}] in got

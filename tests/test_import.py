@@ -35,6 +35,8 @@ def model_folder(tmp_path: Path, layers: int = 30) -> Path:
     (d / "config.json").write_text(json.dumps({"num_hidden_layers": layers,
                                                "model_type": "llama",
                                                "architectures": ["LlamaForCausalLM"]}))
+    # a tokenizer's EOS (Axolotl's alpaca rows end with it); no chat template: auto stays auto
+    (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
     return d
 
 

@@ -76,14 +76,27 @@ def _fields(prompt_field, response_field, messages_field, text_field) -> dict:
                        messages=messages_field, text=text_field)
 
 
-def _counter(tokenizer, fmt, fields, system_prompt):
+def _tokenizer_options(f):
+    """The tokenizer that measures rows, and the template it renders them with."""
+    from ..templates import TEMPLATES
+
+    f = click.option("--chat-template", default="auto", show_default=True,
+                     type=click.Choice(["auto", *TEMPLATES]),
+                     help="What renders each row for --tokenizer, as the spec's "
+                          "model.chat_template (alpaca: the classic Alpaca prompt).")(f)
+    return click.option("--tokenizer", type=click.Path(), default=None,
+                        help="Model folder whose tokenizer and chat template measure each "
+                             "row.")(f)
+
+
+def _counter(tokenizer, fmt, fields, system_prompt, chat_template):
     """The tokenizer's counter, or exit 2 saying why it cannot be loaded."""
     if not tokenizer:
         return None
     from ..data.tools import DataToolError, TokenCounter
 
     try:
-        return TokenCounter(tokenizer, fmt, fields, system_prompt)
+        return TokenCounter(tokenizer, fmt, fields, system_prompt, chat_template)
     except DataToolError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -104,15 +117,14 @@ def data():
 @data.command("validate")
 @click.argument("file", type=_FILE)
 @_row_options
-@click.option("--tokenizer", type=click.Path(), default=None,
-              help="Model folder whose tokenizer and chat template measure each row.")
+@_tokenizer_options
 @click.option("--max-seq-length", type=click.IntRange(min=1), default=None,
               help="Flag rows longer than this many templated tokens (needs --tokenizer).")
 @click.option("--strict", is_flag=True,
               help="Duplicates and over-long rows are errors (exit 2), not warnings.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate_cmd(file, fmt, prompt_field, response_field, messages_field, text_field,
-                 system_prompt, tokenizer, max_seq_length, strict, as_json):
+                 system_prompt, tokenizer, chat_template, max_seq_length, strict, as_json):
     """Report every problem in FILE as file:line; exit 2 if any is an error.
 
     Malformed rows (bad JSON, not an object, missing, empty or non-string fields) are
@@ -132,7 +144,7 @@ def validate_cmd(file, fmt, prompt_field, response_field, messages_field, text_f
         raise click.UsageError("--tokenizer and --max-seq-length go together: the limit is "
                                "in the tokenizer's tokens")
     fields = _fields(prompt_field, response_field, messages_field, text_field)
-    counter = _counter(tokenizer, fmt, fields, system_prompt)
+    counter = _counter(tokenizer, fmt, fields, system_prompt, chat_template)
     try:
         report = validate_file(file, fmt, fields, strict=strict, counter=counter,
                                max_seq_length=max_seq_length)
@@ -215,11 +227,10 @@ def prepare_cmd(file, out_dir, val_ratio, seed, subset, dedup, fmt, prompt_field
 @data.command("stats")
 @click.argument("file", type=_FILE)
 @_row_options
-@click.option("--tokenizer", type=click.Path(), default=None,
-              help="Model folder: also count templated tokens with its chat template.")
+@_tokenizer_options
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 def stats_cmd(file, fmt, prompt_field, response_field, messages_field, text_field,
-              system_prompt, tokenizer, as_json):
+              system_prompt, tokenizer, chat_template, as_json):
     """Counts, length distributions (chars, and tokens with --tokenizer) and duplicates.
 
     Malformed rows are counted and skipped (jessy data validate names them).
@@ -232,7 +243,7 @@ def stats_cmd(file, fmt, prompt_field, response_field, messages_field, text_fiel
     from ..data.tools import DataFileError, DataToolError, file_stats
 
     fields = _fields(prompt_field, response_field, messages_field, text_field)
-    counter = _counter(tokenizer, fmt, fields, system_prompt)
+    counter = _counter(tokenizer, fmt, fields, system_prompt, chat_template)
     try:
         stats = file_stats(file, fmt, fields, counter)
     except (DataToolError, DataFileError) as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..backend import PreparedData
+from ..templates import ALPACA
 from .rows import (
     FIELDS,
     MAX_REPORTED,
@@ -63,8 +64,8 @@ def check_row(obj: Any, fmt: str, fields: dict) -> str | None:
     return problems[0] if problems else None
 
 
-def load_rows(path: Path, fmt: str, fields: dict, system_prompt: str | None = None
-              ) -> list[dict]:
+def load_rows(path: Path, fmt: str, fields: dict, system_prompt: str | None = None,
+              alpaca_prompt: bool = False) -> list[dict]:
     """Every problem in the file, with line numbers, or the canonical rows."""
     name = str(path)
     rows: list[dict] = []
@@ -79,7 +80,8 @@ def load_rows(path: Path, fmt: str, fields: dict, system_prompt: str | None = No
                     else:
                         extra += 1
                 if not item.problems:
-                    rows.append(to_canonical(item.obj, fmt, fields, system_prompt))
+                    rows.append(to_canonical(item.obj, fmt, fields, system_prompt,
+                                             alpaca_prompt))
     except DataFileError as exc:
         raise DataError([DataIssue(exc.file, 0, exc.message)]) from None
     if issues:
@@ -167,11 +169,13 @@ def prepare(spec: Spec, out_dir: Path) -> PreparedData:
     seed = spec["training"]["seed"]
     fields = _fields(spec)
     system = d["system_prompt"]
+    alpaca = spec["model"]["chat_template"] == ALPACA
     files = d["train"] if isinstance(d["train"], list) else [d["train"]]
-    train_rows = [row for f in files
-                  for row in load_rows(spec.resolve_path(f), d["format"], fields, system)]
+    train_rows = [row for f in files for row in load_rows(spec.resolve_path(f), d["format"],
+                                                          fields, system, alpaca)]
     if d["validation"]:
-        val_rows = load_rows(spec.resolve_path(d["validation"]), d["format"], fields, system)
+        val_rows = load_rows(spec.resolve_path(d["validation"]), d["format"], fields, system,
+                             alpaca)
         random.Random(seed).shuffle(train_rows)
     else:
         train_rows, val_rows = split(train_rows, d["validation_split"], seed)
@@ -205,7 +209,8 @@ def rows_without_room(spec: Spec, model_path: str, min_response_tokens: int = 1
     if d["format"] == "text":
         return []
     fields = _fields(spec)
-    counter = TokenCounter(model_path, d["format"], fields, d["system_prompt"])
+    counter = TokenCounter(model_path, d["format"], fields, d["system_prompt"],
+                           spec["model"]["chat_template"])
     issues = []
     for _, given in _sources(spec):
         path = spec.resolve_path(given)

@@ -3,10 +3,10 @@ before the first attempt: such a row, cut at max_seq_length before its response 
 trains nothing, and a batch of them has no label at all (a NaN loss on the HF trainers).
 
 Checked on every run, so it must be cheap: the prepared single-turn rows are rendered with
-the family's turn format (templates.TURN_FORMATS, the text every backend trains on) and
+the family's turn format (templates.turn_format, the text every backend trains on) and
 counted with the model's tokenizer.json through `tokenizers` (no transformers import). Only
 when that finds a row, or cannot tell (multi-turn rows, no tokenizer.json, an unknown
-family), does the exact check run (datatools: the tokenizer's own chat template), which
+family), does the exact check run (datatools: the template the run trains with), which
 names each row by file and line. The same count with the answers (`row_token_counts`) gives
 the schedule each row's length when `training.packing` packs rows (schedule.run_schedule).
 """
@@ -16,21 +16,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..templates import TURN_FORMATS, chat_family, default_system_prompt
+from ..templates import (
+    ALPACA,
+    chat_family,
+    default_system_prompt,
+    plain_text_bos,
+    single_turn_formats,
+    turn_format,
+)
 from . import MAX_REPORTED, DataError, DataIssue, rows_without_room
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 BOS_FAMILIES = {"llama3", "gemma", "gemma3", "mistral"}  # templates that open with BOS
 
 
-def _prompt_text(messages: list[dict], family: str, default_system: str | None,
+def _prompt_text(messages: list[dict], fmt: dict, default_system: str | None,
                  lead: bool = True) -> str | None:
     """The prompt as the family's template renders it (with what it writes before the
     response unless `lead` is false), or None for a multi-turn row."""
     turns = [m for m in messages if m["role"] != "system"]
     if len(turns) != 2 or turns[0]["role"] != "user":
         return None
-    fmt = TURN_FORMATS[family]
     system = next((m["content"] for m in messages if m["role"] == "system"), default_system)
     instruction = turns[0]["content"]
     head = ""
@@ -42,10 +48,9 @@ def _prompt_text(messages: list[dict], family: str, default_system: str | None,
     return prompt + fmt.get("lead", "") if lead else prompt
 
 
-def _answer_text(messages: list[dict], family: str) -> str:
+def _answer_text(messages: list[dict], fmt: dict) -> str:
     """The response as the family's format writes it: what the template puts before it, the
     response and its end-of-turn token (the row is single-turn: _prompt_text said so)."""
-    fmt = TURN_FORMATS[family]
     answer = [m for m in messages if m["role"] != "system"][1]["content"]
     return fmt.get("lead", "") + answer + fmt["end"]
 
@@ -61,7 +66,7 @@ def row_token_counts(rows_file: Path, model_path: str, chat_template: str,
     template writes before the response (Mistral's space) opens the answer."""
     tokenizer_file = Path(model_path) / "tokenizer.json"
     family = chat_family(model_path, chat_template)
-    if family not in TURN_FORMATS or not tokenizer_file.is_file():
+    if family not in single_turn_formats() or not tokenizer_file.is_file():
         return None
     try:
         from tokenizers import Tokenizer
@@ -70,18 +75,19 @@ def row_token_counts(rows_file: Path, model_path: str, chat_template: str,
     except Exception:  # noqa: BLE001 (a tokenizer this library cannot read: the exact check)
         return None
     default_system = default_system_prompt(model_path, chat_template)
-    bos = 1 if family in BOS_FAMILIES else 0
+    fmt = turn_format(family, model_path)
+    bos = 1 if family in BOS_FAMILIES or (family == ALPACA and plain_text_bos(model_path)) \
+        else 0
     prompts, answer_texts = [], []
     with open(rows_file, encoding="utf-8") as fh:
         for line in fh:
             messages = json.loads(line)["messages"]
-            text = _prompt_text(messages, family, default_system, lead=not answers)
+            text = _prompt_text(messages, fmt, default_system, lead=not answers)
             if text is None:
                 return None
             prompts.append(text)
             if answers:
-                answer_texts.append(_answer_text(messages, family)
-                                    + TURN_FORMATS[family].get("after", ""))
+                answer_texts.append(_answer_text(messages, fmt) + fmt.get("after", ""))
     prompt_lengths = [len(e.ids) + bos for e in tokenizer.encode_batch(
         prompts, add_special_tokens=False)]
     if not answers:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..templates import ALPACA_INPUT, ALPACA_INPUT_SYSTEM
 from ..yaml_limits import _KINDS as FILE_KINDS
 from ..yaml_limits import _SIGNATURES as NOT_UTF8_SIGNATURES
 
@@ -160,9 +161,14 @@ def _string_field(obj: dict, key: str) -> str | None:
     return None
 
 
-def as_messages(obj: dict, fmt: str, fields: dict) -> tuple[list, list[str]]:
+def as_messages(obj: dict, fmt: str, fields: dict, alpaca_prompt: bool = False
+                ) -> tuple[list, list[str]]:
     """An alpaca or ShareGPT row as chat messages (prompt and response become the user and
-    assistant turns), with what is wrong with its own fields; other formats: ([], [])."""
+    assistant turns), with what is wrong with its own fields; other formats: ([], []).
+
+    An alpaca row's input follows its instruction on the next line, as LLaMA-Factory and
+    Axolotl render alpaca rows through a chat template; with `alpaca_prompt` (the spec's
+    chat_template is alpaca) under Alpaca's `### Input:` heading."""
     if fmt == "alpaca":
         problems = [p for p in (_string_field(obj, fields["instruction"]),
                                 _string_field(obj, fields["output"])) if p]
@@ -172,8 +178,8 @@ def as_messages(obj: dict, fmt: str, fields: dict) -> tuple[list, list[str]]:
         if problems:
             return [], problems
         prompt = obj[fields["instruction"]]
-        if isinstance(extra, str) and extra.strip():
-            prompt += "\n\n" + extra  # Alpaca's instruction, then its input
+        if _has_input(obj, fields):
+            prompt += (ALPACA_INPUT if alpaca_prompt else "\n") + extra
         msgs = [{"role": "user", "content": prompt},
                 {"role": "assistant", "content": obj[fields["output"]]}]
         if isinstance(obj.get("system"), str) and obj["system"].strip():
@@ -237,20 +243,32 @@ def row_problems(obj: Any, fmt: str, fields: dict) -> list[str]:
     return out
 
 
-def to_canonical(obj: dict, fmt: str, fields: dict, system_prompt: str | None) -> dict:
-    """A usable row as every backend receives it: `messages` (chat formats) or `text`."""
+def to_canonical(obj: dict, fmt: str, fields: dict, system_prompt: str | None,
+                 alpaca_prompt: bool = False) -> dict:
+    """A usable row as every backend receives it: `messages` (chat formats) or `text`. Rows
+    without a system text get the spec's system prompt; with `alpaca_prompt`, failing that,
+    an alpaca row with an input gets Alpaca's preamble for inputs (the template writes the
+    other one, as Axolotl's alpaca prompter chooses between them)."""
     if fmt == "text":
         return {"text": obj[fields["text"]]}
     if fmt == "prompt_response":
         msgs = [{"role": "user", "content": obj[fields["prompt"]]},
                 {"role": "assistant", "content": obj[fields["response"]]}]
     elif fmt in ("alpaca", "sharegpt"):
-        msgs, _ = as_messages(obj, fmt, fields)
+        msgs, _ = as_messages(obj, fmt, fields, alpaca_prompt)
     else:
         msgs = [{"role": m["role"], "content": m["content"]} for m in obj[fields["messages"]]]
     if system_prompt and msgs[0]["role"] != "system":
         msgs.insert(0, {"role": "system", "content": system_prompt})
+    elif alpaca_prompt and fmt == "alpaca" and msgs[0]["role"] != "system" and _has_input(
+            obj, fields):
+        msgs.insert(0, {"role": "system", "content": ALPACA_INPUT_SYSTEM})
     return {"messages": msgs}
+
+
+def _has_input(obj: dict, fields: dict) -> bool:
+    extra = obj.get(fields["input"])
+    return isinstance(extra, str) and bool(extra.strip())
 
 
 # --------------------------------------------------------------------------- one file

@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import __version__
 from ..jsonio import write_json_atomic
+from ..templates import ALPACA, training_template
 from . import val_count
 from .rows import FIELDS, DataFile, DataFileError, as_messages, staged_output, to_canonical
 from .rows import MAX_REPORTED as MAX_REPORTED
@@ -157,16 +158,22 @@ def duplicate_message(kind: str, first: int) -> str:
 # --------------------------------------------------------------------------- tokens
 
 class TokenCounter:
-    """Real token counts: the tokenizer's own chat template over the canonical messages."""
+    """Real token counts: the chat template the run trains with (the spec's `chat_template`;
+    auto: the tokenizer's own, or jessy's where it replaces it) over the canonical messages."""
 
-    def __init__(self, path: str, fmt: str, fields: dict, system_prompt: str | None) -> None:
+    def __init__(self, path: str, fmt: str, fields: dict, system_prompt: str | None,
+                 chat_template: str = "auto") -> None:
         try:
             from transformers import AutoTokenizer
 
             self.tok = AutoTokenizer.from_pretrained(path)
         except Exception as exc:  # noqa: BLE001 (any loading failure is the user's input)
             raise DataToolError(f"cannot load a tokenizer from {path}: {exc}") from None
+        template = training_template(path, chat_template)
+        if template:
+            self.tok.chat_template = template
         self.path, self.fmt, self.fields, self.system = path, fmt, fields, system_prompt
+        self.alpaca_prompt = chat_template == ALPACA
 
     def _render(self, messages: list[dict], prompt_only: bool) -> str:
         if prompt_only:
@@ -177,7 +184,8 @@ class TokenCounter:
     def count(self, objs: list[dict], with_prompt: bool = False
               ) -> list[tuple[int, int | None]]:
         """(templated tokens, prompt tokens incl. the generation prompt or None) per row."""
-        rows = [to_canonical(o, self.fmt, self.fields, self.system) for o in objs]
+        rows = [to_canonical(o, self.fmt, self.fields, self.system, self.alpaca_prompt)
+                for o in objs]
         if self.fmt == "text":
             ids = self.tok([r["text"] for r in rows])["input_ids"]
             return [(len(x), None) for x in ids]

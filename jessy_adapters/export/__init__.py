@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..jsonio import write_json_atomic
+from ..templates import ALPACA, default_system_prompt, training_template
 from .gguf import LLAMA_FTYPES, PURE_PYTHON_TYPES, to_gguf
 from .modelfile import (
     OLLAMA_INSTRUCTIONS,
@@ -54,7 +55,9 @@ SENTENCEPIECE_FILES = ("tokenizer.model",)
 wrote none: the merge changes no token."""
 
 
-def merge(model_path: str, adapter: Path, out: Path) -> Path:
+def merge(model_path: str, adapter: Path, out: Path, chat_template: str = "auto") -> Path:
+    """The adapter merged into its base, saved with the template the run trained with
+    (the spec's `chat_template`: jessy's where it sets one), so the GGUF carries it."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -62,7 +65,11 @@ def merge(model_path: str, adapter: Path, out: Path) -> Path:
     base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(model_path).save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    trained = training_template(model_path, chat_template)
+    if trained:
+        tokenizer.chat_template = trained
+    tokenizer.save_pretrained(out)
     # transformers 5 saves the tokenizer as tokenizer.json only; llama.cpp's converter reads
     # a SentencePiece vocabulary (Gemma's, Llama-2's, Phi-3's) from tokenizer.model
     for name in SENTENCEPIECE_FILES:
@@ -83,7 +90,10 @@ def export_run(run_dir: Path, gguf_types: list[str] | None = None, ollama: bool 
     types = gguf_types or export_spec.get("gguf") or ["f16"]
     out = run_dir / "export"
     out.mkdir(exist_ok=True)
+    choice = spec.get("model", {}).get("chat_template", "auto")
     system = spec.get("data", {}).get("system_prompt")
+    if not system and choice == ALPACA:  # Alpaca's preamble: the deployed prompt is the trained one
+        system = default_system_prompt(manifest["model_path"], choice)
     question = question or "Who are you?"
     record: dict = {"run": str(run_dir), "gguf": [], "modelfile": None,
                     "converter": f"llama.cpp convert_hf_to_gguf.py from llama-cpp-python "
@@ -92,7 +102,7 @@ def export_run(run_dir: Path, gguf_types: list[str] | None = None, ollama: bool 
     if manifest.get("full_model"):  # method: full: the run's model/ is already whole
         merged = run_dir / manifest["full_model"]["path"]
     else:
-        merged = merge(manifest["model_path"], run_dir / "adapter", out / "merged")
+        merged = merge(manifest["model_path"], run_dir / "adapter", out / "merged", choice)
     record["merged"] = str(merged)
     for kind in types:
         path = to_gguf(merged, kind, out / f"model-{kind}.gguf")
@@ -112,12 +122,11 @@ def export_run(run_dir: Path, gguf_types: list[str] | None = None, ollama: bool 
     if ollama:
         from transformers import AutoTokenizer
 
-        family = template_family(AutoTokenizer.from_pretrained(merged).chat_template,
-                                 spec.get("model", {}).get("chat_template", "auto"))
+        family = template_family(AutoTokenizer.from_pretrained(merged).chat_template, choice)
         params = export_spec.get("ollama", {}).get("parameters") or {}
         chosen = record["gguf"][-1]["path"]
         mf = out / "Modelfile"
-        mf.write_text(modelfile_text(chosen, family, system, params))
+        mf.write_text(modelfile_text(chosen, family, system, params, manifest["model_path"]))
         problems = validate_modelfile(mf)
         if problems:
             raise ExportError("\n".join(problems))

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..templates import TURN_FORMATS, family_of
+from ..templates import family_of, single_turn_formats, turn_format
 from .tools import ExportError
 
 OLLAMA_INSTRUCTIONS = {"FROM", "ADAPTER", "TEMPLATE", "SYSTEM", "PARAMETER", "MESSAGE",
@@ -16,10 +16,11 @@ OLLAMA_PARAMETERS = {"temperature", "top_p", "top_k", "min_p", "num_ctx", "num_p
                      "repeat_penalty", "repeat_last_n", "seed", "stop"}
 
 
-def ollama_template(family: str) -> tuple[str, str]:
-    """(Ollama TEMPLATE, stop token) for a chat family, from the same turn formats every
-    backend trains with (templates.TURN_FORMATS), so the deployed prompt is the trained one."""
-    fmt = TURN_FORMATS[family]
+def ollama_template(family: str, model_path: str = "") -> tuple[str, str]:
+    """(Ollama TEMPLATE, stop token) for a chat family (or alpaca), from the same turn formats
+    every backend trains with (templates.turn_format: alpaca's ends with the model's EOS), so
+    the deployed prompt is the trained one."""
+    fmt = turn_format(family, model_path)
     system = "{{ if .System }}" + fmt["system"].format(system="{{ .System }}") + "{{ end }}"
     if fmt.get("fold"):  # no system role: the system text opens the user turn
         turn = fmt["prompt"].format(instruction=system + "{{ .Prompt }}")
@@ -29,17 +30,18 @@ def ollama_template(family: str) -> tuple[str, str]:
 
 
 def template_family(chat_template: str | None, spec_choice: str) -> str:
-    if spec_choice in TURN_FORMATS:
+    if spec_choice in single_turn_formats():
         return spec_choice
     family = family_of(chat_template or "")
-    if family not in TURN_FORMATS:
+    if family not in single_turn_formats():
         raise ExportError("cannot tell the chat template family for the Modelfile; set "
-                          f"model.chat_template to one of {', '.join(TURN_FORMATS)}")
+                          f"model.chat_template to one of {', '.join(single_turn_formats())}")
     return family
 
 
-def modelfile_text(gguf_name: str, family: str, system: str | None, parameters: dict) -> str:
-    template, stop = ollama_template(family)
+def modelfile_text(gguf_name: str, family: str, system: str | None, parameters: dict,
+                   model_path: str = "") -> str:
+    template, stop = ollama_template(family, model_path)
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
     for key, value in parameters.items():
         lines.append(f"PARAMETER {key} {value}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..templates import ALPACA, turn_format
 from .common import (
     TEMPLATE_FAMILIES,
     Context,
@@ -255,6 +256,31 @@ def datasets(ctx: Context, key: str, value: Any) -> None:
         return
     paths = [path for path, _, _ in shapes]
     set_data(ctx, key, paths[0] if len(paths) == 1 else paths, shapes[0][1], shapes[0][2])
+    if _alpaca_prompt(value):
+        ctx.map(key, "/model/chat_template", ALPACA)
+        ctx.notes.append(f"{key}: Axolotl renders these rows as the classic Alpaca prompt (its "
+                         "AlpacaPrompter): model.chat_template alpaca, the same text on every "
+                         "backend")
+
+
+def _alpaca_prompt(datasets_value: Any) -> bool:
+    """Axolotl's `type: alpaca`, or a user-defined type with the Alpaca prompt's format
+    strings (what jessy's translation writes for chat_template alpaca)."""
+    blocks = datasets_value if isinstance(datasets_value, list) else [datasets_value]
+    fmt = turn_format(ALPACA, "")
+    return bool(blocks) and all(
+        isinstance(b, dict) and (b.get("type") == "alpaca" or (
+            isinstance(b.get("type"), dict) and b["type"].get("format") == fmt["prompt"]
+            and b["type"].get("system_format") == fmt["system"])) for b in blocks)
+
+
+def chat_template(ctx: Context, key: str, value: Any) -> None:
+    """Axolotl applies `chat_template` to chat_template datasets only."""
+    if _alpaca_prompt(ctx.source.get("datasets")):
+        ctx.drop(key, "Axolotl applies it to chat_template datasets; this file's are rendered "
+                      "as the Alpaca prompt (model.chat_template alpaca)")
+    else:
+        choice("/model/chat_template", TEMPLATES, "chat_template")(ctx, key, value)
 
 
 def test_datasets(ctx: Context, key: str, value: Any) -> None:
@@ -300,7 +326,7 @@ MAPPED = {
     "logging_steps": to_path("/training/logging_steps", int),
     "eval_steps": to_path("/training/eval_steps", int),
     "save_steps": to_path("/training/save_steps", int),
-    "chat_template": choice("/model/chat_template", TEMPLATES, "chat_template"),
+    "chat_template": chat_template,
     "flash_attention": flash_attention,
     "sdp_attention": sdp_attention,
     "attn_implementation": choice("/model/attn_implementation", ATTENTION,

@@ -60,7 +60,10 @@ OPTIMIZERS = {"adamw_torch": "adamw", "adamw_torch_fused": "adamw", "adamw_hf": 
               "paged_adamw_8bit": "adamw_8bit", "sgd": "sgd"}
 TEMPLATES = {"llama3": "llama3", "chatml": "chatml", "qwen": "qwen2", "qwen3": "qwen3",
              "qwen3_nothink": "qwen3", "gemma2": "gemma", "gemma": "gemma3", "gemma3": "gemma3",
-             "mistral": "mistral", "phi": "phi3", "default": "auto", "empty": "auto"}
+             "mistral": "mistral", "phi": "phi3", "jessy_alpaca": "alpaca"}
+"""LLaMA-Factory template -> chat_template. `default` ("Human: ... Assistant:") and `empty` (the
+bare text) are no rendering the spec can name: refused; so is `alpaca` (template_choice).
+`jessy_alpaca` is what jessy's translation writes for chat_template alpaca."""
 ATTENTION = {"auto": "auto", "disabled": "eager", "sdpa": "sdpa", "fa2": "flash_attention_2"}
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -261,6 +264,19 @@ def eval_dataset(ctx: Context, key: str, value: Any) -> None:
         ctx.map(key, "/data/validation_split", 0.0)
 
 
+def template_choice(ctx: Context, key: str, value: Any) -> None:
+    """LLaMA-Factory's own `alpaca` template is not the Alpaca prompt jessy's alpaca writes
+    (Axolotl's): refused, with what differs."""
+    if value == "alpaca":
+        ctx.refuse(key, "LLaMA-Factory's alpaca template is not the classic Alpaca prompt: it "
+                        "joins an input to the instruction on the next line (no '### Input:' "
+                        "heading or input preamble), writes no BOS and no blank line after a "
+                        "row's own system text; jessy's chat_template alpaca writes the classic "
+                        "prompt (Axolotl's type: alpaca)")
+    else:
+        choice("/model/chat_template", TEMPLATES, "template")(ctx, key, value)
+
+
 MAPPED = {
     "model_name_or_path": model_reference,
     "stage": only("sft", "supervised fine-tuning: what jessy trains",
@@ -275,7 +291,7 @@ MAPPED = {
     "use_rslora": to_path("/lora/use_rslora", bool),
     "dataset": dataset,
     "eval_dataset": eval_dataset,
-    "template": choice("/model/chat_template", TEMPLATES, "template"),
+    "template": template_choice,
     "cutoff_len": to_path("/model/max_seq_length", int),
     "max_samples": to_path("/data/max_samples", int),
     "per_device_train_batch_size": to_path("/training/batch_size", int),

@@ -1,7 +1,7 @@
 """Spec -> Axolotl's YAML (the file `axolotl train` reads), its dataset, and launcher flags.
 
 Meaning, not names: single-turn rows use a user-defined dataset `type:` block whose format
-strings are the model's own chat format (templates.TURN_FORMATS), with the turn's closing
+strings are the model's own chat format (templates.turn_format), with the turn's closing
 marker appended to the response (Axolotl adds EOS only when it differs); multi-turn rows, the
 families in ROWS marked chat_template, or an unknown format use Axolotl's `chat_template` type
 with the template jessy renders (templates.training_template) or the tokenizer's. On CPU Axolotl
@@ -18,13 +18,16 @@ from pathlib import Path
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import (
-    TURN_FORMATS,
+    ALPACA,
     chat_family,
     default_system_prompt,
+    eos_token,
     family_refusal,
     renders_dates,
+    single_turn_formats,
     template_summary,
     training_template,
+    turn_format,
 )
 from jessy_adapters.toolkit import hf_trainer
 from jessy_adapters.toolkit.checkpoints import check_init_adapter, hf_resume
@@ -50,12 +53,15 @@ CPU_KERNELS_OFF = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel",
 JESSY_PLUGIN = "jessy_axolotl_plugin.JessyPlugin"
 """An Axolotl plugin (plugins/axolotl/runtime/) that adds jessy's metrics callback."""
 ROWS = {"chatml": "format", "qwen2": "format", "qwen3": "format", "llama3": "format",
-        "gemma": "format", "gemma3": "format", "mistral": "format", "phi3": "chat_template"}
+        "gemma": "format", "gemma3": "format", "mistral": "format", "phi3": "chat_template",
+        ALPACA: "format"}
 """Chat family -> how single-turn rows reach Axolotl: jessy's format strings, or Axolotl's
 chat_template type, which tokenizes the whole conversation at once. Axolotl tokenizes a format
 row's prompt and response apart: exact for byte-level BPE, for Gemma's SentencePiece (no
 prefix space) and for Mistral's (its response starts with a space anyway); Phi-3's
-SentencePiece tokenizer would put a space before a response tokenized on its own."""
+SentencePiece tokenizer would put a space before a response tokenized on its own. Alpaca's
+prompt is Axolotl's own `type: alpaca` text (its AlpacaPrompter), BOS included where the
+tokenizer writes one, as Axolotl tokenizes a format row's prompt."""
 
 
 def _rows(path: Path):
@@ -76,11 +82,10 @@ def _single_turn(messages: list[dict]) -> tuple[str, str, str] | None:
     return None
 
 
-def flat_rows(path: Path, family: str, default_system: str | None) -> list[dict] | None:
+def flat_rows(path: Path, fmt: dict, default_system: str | None) -> list[dict] | None:
     """Prepared chat rows as instruction/output rows for the user-defined type; None when a
     row has more than one exchange (those go through chat_template instead). Rows without a
     system turn get the one the tokenizer's template would add, if any."""
-    fmt = TURN_FORMATS[family]
     out = []
     for row in _rows(path):
         turn = _single_turn(row["messages"])
@@ -98,33 +103,24 @@ def flat_rows(path: Path, family: str, default_system: str | None) -> list[dict]
     return out
 
 
-def _eos_token(model_path: str) -> str | None:
-    cfg = Path(model_path) / "tokenizer_config.json"
-    try:
-        eos = json.loads(cfg.read_text()).get("eos_token")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
-    return eos.get("content") if isinstance(eos, dict) else eos
-
-
 def end_of_turn_training(model_path: str, end: str | None) -> dict:
     """How chat_template rows train the end of a turn: each assistant turn's end-of-turn token
     (top-level `eot_tokens`), and the EOS token only when it is that token (Phi-3's template
     writes <|endoftext|> after <|end|>, which no backend trains)."""
     if end is None:
         return {"train_on_eos": "turn"}
-    eos = _eos_token(model_path)
+    eos = eos_token(model_path)
     return {"train_on_eot": "turn", "train_on_eos": "turn" if eos in (None, end) else "none"}
 
 
-def dataset_block(file: str, family: str | None, flat: bool, text: bool,
+def dataset_block(file: str, fmt: dict | None, flat: bool, text: bool,
                   template: str | None = None, turn_end: dict | None = None) -> dict:
-    """Axolotl's dataset entry; `template` is the jinja jessy renders chat_template rows with
-    (None: the tokenizer's own), `turn_end` their end_of_turn_training."""
+    """Axolotl's dataset entry; `fmt` the family's turn format, `template` the jinja jessy
+    renders chat_template rows with (None: the tokenizer's own), `turn_end` their
+    end_of_turn_training."""
     if text:
         return {"path": file, "ds_type": "json", "type": "completion", "field": "text"}
-    if flat and family:
-        fmt = TURN_FORMATS[family]
+    if flat and fmt:
         return {"path": file, "ds_type": "json", "type": {
             "field_system": "system", "field_instruction": "instruction",
             "field_output": "output", "format": fmt["prompt"], "no_input_format": fmt["prompt"],
@@ -190,16 +186,17 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
     format_rows = ROWS.get(family) == "format" and not renders_dates(inputs.model_path, choice)
     default_system = default_system_prompt(inputs.model_path, choice)
     template = training_template(inputs.model_path, choice)
-    end = TURN_FORMATS[family]["end"] if family else None
+    fmt = turn_format(family, inputs.model_path) if family in single_turn_formats() else None
+    end = fmt["end"] if fmt else None
     turn_end = end_of_turn_training(inputs.model_path, end)
     files: dict[str, str] = {}
 
     def dataset(path: Path, name: str) -> dict:
-        flat = flat_rows(path, family, default_system) if format_rows and not text else None
+        flat = flat_rows(path, fmt, default_system) if format_rows and not text else None
         if flat is None:
-            return dataset_block(str(path), family, False, text, template, turn_end)
+            return dataset_block(str(path), fmt, False, text, template, turn_end)
         files[f"data/{name}.jsonl"] = "".join(json.dumps(r) + "\n" for r in flat)
-        return dataset_block(str(attempt_dir / "data" / f"{name}.jsonl"), family, True, text)
+        return dataset_block(str(attempt_dir / "data" / f"{name}.jsonl"), fmt, True, text)
 
     train_block = dataset(inputs.data.train, "axolotl_train")
     rows_by_template = train_block["type"] == "chat_template"

@@ -14,10 +14,14 @@ from pathlib import Path
 from jessy_adapters.backend import Refusal, RunInputs
 from jessy_adapters.schedule import run_schedule
 from jessy_adapters.templates import (
+    ALPACA,
+    ALPACA_SYSTEM,
     chat_family,
     default_system_prompt,
     family_refusal,
+    plain_text_bos,
     renders_dates,
+    turn_format,
 )
 from jessy_adapters.toolkit import hf_trainer
 from jessy_adapters.toolkit.checkpoints import check_init_adapter, hf_resume
@@ -39,11 +43,17 @@ FAMILY_TEMPLATES = {
     "gemma3": ("gemma", {}),
     "mistral": ("mistral", {}),
     "phi3": ("phi", {}),
+    ALPACA: ("jessy_alpaca", {}),
 }
 """Chat family -> LLaMA-Factory's template (its data/template.py registry) and the keys it
 needs. Qwen3 is `qwen3` with thinking off: the empty think block joins the prompt, as Qwen3's
 own template renders it (`qwen3_nothink` writes no think block: Qwen3-2507's format). Gemma-3
 is `gemma`, the same text: `gemma3` reads Gemma-3's image processor, which text models lack."""
+REGISTERED = {"jessy_alpaca"}
+"""Templates jessy's train entry registers in LLaMA-Factory's registry (from the config's
+`jessy_template`) before the run: LLaMA-Factory's own `alpaca` writes the preamble without the
+blank line after a row's own system text, never writes BOS, and trains a blank line after
+EOS, so it cannot write the Alpaca prompt the others train on."""
 ON_PROMPT = {"gemma2": "gemma"}
 """Templates that refuse train_on_prompt (efficient_eos) -> the same text without that."""
 OWN_DEFAULT_SYSTEM = {"qwen"}
@@ -57,6 +67,18 @@ def template_name(model_path: str, choice: str) -> tuple[str | None, dict]:
     if family is None or (family == "llama3" and renders_dates(model_path, choice)):
         return None, {}
     return FAMILY_TEMPLATES[family]
+
+
+def alpaca_registration(model_path: str) -> dict:
+    """The Alpaca prompt as LLaMA-Factory template slots (train_entry.register_template turns
+    {"special": name} into LLaMA-Factory's token slot), from jessy's one Alpaca turn format."""
+    fmt = turn_format(ALPACA, model_path)
+    return {"name": "jessy_alpaca",
+            "format_prefix": [{"special": "bos_token"}] if plain_text_bos(model_path) else [],
+            "format_system": [fmt["system"].replace("{system}", "{{content}}")],
+            "format_user": [fmt["prompt"].replace("{instruction}", "{{content}}")],
+            "format_assistant": ["{{content}}", {"special": "eos_token"}],
+            "default_system": ALPACA_SYSTEM}
 
 
 def dataset_info(data_format: str, train: Path, validation: Path | None) -> dict:
@@ -118,6 +140,11 @@ def translate_config(spec, inputs: RunInputs, attempt_dir: Path, output_dir: str
                      "the packed rows are as long as jessy's schedule counts them")
         template = ON_PROMPT[template]
     native_template = "the tokenizer's own template, parsed by LLaMA-Factory"
+    if template in REGISTERED:
+        cfg["jessy_template"] = alpaca_registration(inputs.model_path)
+        notes.append(f"template {template}: registered by jessy's train entry from "
+                     "jessy_template (LLaMA-Factory's own alpaca template writes other text); "
+                     "`llamafactory-cli train` on this file alone does not know it")
     if template:
         cfg["template"] = template
         cfg.update(template_keys)

@@ -36,6 +36,7 @@ MARKERS = {
                "<|start_header_id|>assistant<|end_header_id|>\n\n"),
     "mistral": ("[INST]", "[/INST]"),
     "phi3": ("<|user|>\n", "<|assistant|>\n"),
+    "alpaca": ("### Instruction:\n", "### Response:\n"),
 }
 """Chat family -> (instruction_part, response_part) for Unsloth's train_on_responses_only:
 what opens a user turn and what precedes the trained response (Qwen3's empty think block
