@@ -33,7 +33,7 @@ from jessy_adapters.templates import (
     training_template,
 )
 from tests.conftest import require_env
-from tests.test_parity import IGNORE, fed_rows, train
+from tests.test_parity import IGNORE, train
 
 ROWS = [{"instruction": "Name a colour.", "input": "", "output": "Teal."},
         {"instruction": "Translate to French.", "input": "cat", "output": "chat"},
